@@ -1,0 +1,255 @@
+"""`ppt-labels`: a thin Typer layer over the pipeline and trainer libraries."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from pipeline.errors import PptError
+
+app = typer.Typer(
+    name="ppt-labels",
+    help="Pseudo-labels and curriculum point prompting for weakly supervised referring "
+    "image segmentation (PPT, CVPR 2024).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+labels_app = typer.Typer(help="Inspect and check label stores.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_DATASET = "synthetic"
+DEFAULT_SYNTHETIC_ROOT = Path("data/synthetic")
+
+DatasetOpt = Annotated[
+    str, typer.Option("--dataset", "-d", help="Dataset manifest name (data_manifests/NAME.yaml).")
+]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option("--data-root", help="Dataset root. Default for synthetic: data/synthetic."),
+]
+ParamsOpt = Annotated[
+    Path | None, typer.Option("--params", help="params.yaml (default: the repository's).")
+]
+DaskOpt = Annotated[
+    str | None,
+    typer.Option("--dask", help="Run shards on Dask: local:N (LocalCluster) or tcp://host:port."),
+]
+SplitsOpt = Annotated[
+    str | None, typer.Option("--splits", help="Comma-separated splits (default: all).")
+]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+    for noisy in ("distributed", "asyncio", "PIL", "matplotlib", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Configure logging for every subcommand."""
+    _setup_logging(verbose)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Report `PptError`s as one red line and exit 2, instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PptError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _data_root(dataset: str, data_root: Path | None) -> Path:
+    if data_root is not None:
+        return data_root
+    if dataset == DEFAULT_DATASET:
+        return DEFAULT_SYNTHETIC_ROOT
+    raise typer.BadParameter(f"--data-root is required for dataset {dataset!r}")
+
+
+def _params(params: Path | None, splits: str | None) -> dict[str, Any]:
+    from pipeline.config import load_params
+
+    loaded = load_params(params)
+    if splits:
+        loaded = {**loaded, "ingest": {**(loaded.get("ingest") or {}), "splits": splits.split(",")}}
+    return loaded
+
+
+@app.command()
+@user_errors
+def build(
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    data_root: DataRootOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Label store dir (default labels/NAME).")
+    ] = None,
+    params: ParamsOpt = None,
+    splits: SplitsOpt = None,
+    dask: DaskOpt = None,
+    force: Annotated[bool, typer.Option(help="Recompute every shard.")] = False,
+) -> None:
+    """Run every stage available for DATASET into a label store (resumes; no-op when done)."""
+    from pipeline.build import build as run_build
+    from pipeline.executor import open_executor
+
+    root = _data_root(dataset, data_root)
+    out = out or Path("labels") / dataset
+    with open_executor(dask) as executor:
+        manifest = run_build(dataset, root, out, _params(params, splits), executor, force=force)
+    stats = manifest["stats"]
+    console.print(
+        f"[green]store[/] {out}: {stats['samples']} samples, {stats['images']} images, "
+        f"{stats.get('candidates', 0)} candidates, {stats['rejects']} rejects"
+    )
+
+
+@app.command()
+@user_errors
+def stage(
+    name: Annotated[str, typer.Argument(help="Stage: ingest, phrases, split, ... or finalize.")],
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    data_root: DataRootOpt = None,
+    store: Annotated[Path | None, typer.Option("--store", help="Label store dir.")] = None,
+    params: ParamsOpt = None,
+    splits: SplitsOpt = None,
+    dask: DaskOpt = None,
+    force: Annotated[bool, typer.Option(help="Recompute every shard.")] = False,
+) -> None:
+    """Run one stage (what dvc.yaml calls); `finalize` writes the store's manifest.json."""
+    from pipeline.manifests import load_manifest
+
+    from pipeline.executor import open_executor
+    from pipeline.stage import StageContext, run_stage
+    from pipeline.stages import BUILD_ORDER, STAGES
+    from pipeline.store import finalize
+
+    store = store or Path("labels") / dataset
+    if name == "finalize":
+        finalize(store, dataset, list(BUILD_ORDER[load_manifest(dataset).kind]))
+        console.print(f"[green]finalised[/] {store}/manifest.json")
+        return
+    if name not in STAGES:
+        raise typer.BadParameter(f"unknown stage {name!r}; stages: {', '.join(STAGES)}, finalize")
+    ctx = StageContext(
+        store=store,
+        dataset=dataset,
+        data_root=_data_root(dataset, data_root),
+        params=_params(params, splits),
+    )
+    store.mkdir(parents=True, exist_ok=True)
+    with open_executor(dask) as executor:
+        run_stage(STAGES[name], ctx, executor, force=force)
+
+
+@app.command()
+@user_errors
+def synthesize(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset root to write.")] = (
+        DEFAULT_SYNTHETIC_ROOT
+    ),
+    params: ParamsOpt = None,
+) -> None:
+    """Generate the embedded synthetic referring dataset (refer layout), params.yaml synthetic."""
+    from pipeline.build import ensure_synthetic
+
+    ensure_synthetic(out, _params(params, None))
+    console.print(f"[green]synthetic dataset[/] in {out}")
+
+
+@app.command()
+@user_errors
+def show(
+    labels: Annotated[Path, typer.Option("--labels", "-l", help="Label store dir.")],
+    data_root: Annotated[Path, typer.Option("--data-root", help="Dataset root (images).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("show.png"),
+    n: Annotated[int, typer.Option("--n", help="Samples to draw.")] = 8,
+    sample_id: Annotated[
+        list[str] | None, typer.Option("--sample-id", help="Draw these samples (repeatable).")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Only this split.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Only this subset (H_sem, H_ref...).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random choice of samples.")] = 0,
+) -> None:
+    """Render samples (image, expression, phrases, masks, points, heat maps) to a PNG."""
+    from pipeline.render import choose_samples, image_from_root, render
+    from pipeline.store import LabelStore
+
+    store = LabelStore(labels)
+    chosen = choose_samples(store, n, sample_id, split, subset, seed)
+    render(store, chosen, image_from_root(data_root), out)
+    console.print(f"[green]wrote[/] {out} ({len(chosen)} samples)")
+
+
+@app.command()
+@user_errors
+def stats(
+    labels: Annotated[Path, typer.Option("--labels", "-l", help="Label store dir.")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the card as JSON here.")
+    ] = None,
+) -> None:
+    """Print a dataset card: sizes, splits, subsets, candidates per sample, text, rejects."""
+    import json
+
+    from rich.table import Table
+
+    from pipeline.card import dataset_card
+
+    card = dataset_card(labels)
+    table = Table(title=f"dataset card: {labels}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in card.items():
+        if isinstance(value, list):
+            value = ", ".join(f"{k} ({v})" for k, v in value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        table.add_row(key, str(value))
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(card, indent=2) + "\n")
+
+
+@labels_app.command("validate")
+@user_errors
+def labels_validate(store: Annotated[Path, typer.Argument(help="Label store dir.")]) -> None:
+    """Check a store: manifest and schema version, every shard present with its sha256 and rows."""
+    from pipeline.store import validate
+
+    problems = validate(store)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{store}: {len(problems)} problem(s)[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/] {store} is valid")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

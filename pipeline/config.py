@@ -1,0 +1,64 @@
+"""params.yaml: one section per stage, each read into that stage's frozen config dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+C = TypeVar("C")
+
+DEFAULT_PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+
+
+def load_params(path: Path | None) -> dict[str, Any]:
+    """Read params.yaml (the repository's own when `path` is None and it exists; else {})."""
+    if path is None:
+        if not DEFAULT_PARAMS.exists():
+            return {}
+        path = DEFAULT_PARAMS
+    if not path.exists():
+        raise ConfigError(f"--params {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of stage sections at the top level")
+    return data
+
+
+def from_section(cls: type[C], section: dict[str, Any] | None, where: str) -> C:
+    """Build config dataclass `cls` from a params section, refusing unknown keys by name."""
+    section = dict(section or {})
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(section) - names)
+    if unknown:
+        raise ConfigError(
+            f"params.yaml [{where}]: unknown key(s) {', '.join(unknown)}; "
+            f"known keys: {', '.join(sorted(names))}"
+        )
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in section and isinstance(section[f.name], list):
+            section[f.name] = tuple(section[f.name])  # frozen configs hold tuples, not lists
+    try:
+        return cls(**section)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"params.yaml [{where}]: {exc}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-able dict (tuples become lists) for hashing and manifests."""
+    return _jsonable(dataclasses.asdict(config))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

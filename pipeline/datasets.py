@@ -1,0 +1,43 @@
+"""The dataset adapter contract and the registry that opens a dataset by name.
+
+A dataset is described by `data_manifests/<name>.yaml` (its kind, its files relative to
+--data-root, its splits). `open_dataset(name, data_root)` reads that manifest and returns the
+adapter for its kind. Adapters are read-only views of files on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.records import Reject, SourceRecord
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """Ground truth of one referent, read only to evaluate and for the gt-* relevance oracles."""
+
+    mask: np.ndarray  # (H, W) bool at the image's original size
+    bbox: tuple[float, float, float, float]  # COCO xywh, pixels
+
+
+class Dataset(Protocol):
+    """What every dataset adapter offers to the pipeline."""
+
+    name: str  # the manifest name, e.g. "refcoco"
+    root: Path  # --data-root
+
+    def records(self, splits: list[str] | None = None) -> tuple[list[SourceRecord], list[Reject]]:
+        """All (referent, sentence) records of the given splits (all when None), and the rejects."""
+        ...
+
+    def input_files(self) -> list[Path]:
+        """The annotation files this dataset was read from (hashed into the store's manifest)."""
+        ...
+
+    def ground_truth(self, record: SourceRecord) -> GroundTruth | None:
+        """The referent's mask and box at original size, or None where the dataset has none."""
+        ...

@@ -1,0 +1,148 @@
+"""`ppt-labels show`: samples of a label store drawn to one PNG.
+
+Each panel shows the image, the expression as its title, the candidate phrases in their colours,
+and whatever later stages added: candidate masks (filled, the referent outlined), point prompts
+(positive ○ green, negative × red) and the relevance heat map.
+"""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the pipeline runs on servers without a display
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
+
+from pipeline.errors import DatasetError
+from pipeline.store import LabelStore
+
+log = logging.getLogger(__name__)
+
+PALETTE = ["#1f77b4", "#ff7f0e", "#9467bd", "#17becf", "#e377c2", "#bcbd22", "#8c564b"]
+
+
+def choose_samples(
+    store: LabelStore,
+    n: int,
+    sample_ids: list[str] | None = None,
+    split: str | None = None,
+    subset: str | None = None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows of the samples view to draw: the given ids, else `n` chosen at random under `seed`."""
+    rows = store.samples().to_pylist()
+    if sample_ids:
+        by_id = {r["sample_id"]: r for r in rows}
+        missing = [s for s in sample_ids if s not in by_id]
+        if missing:
+            raise DatasetError(f"{store.root}: no sample {missing[0]!r} (--sample-id)")
+        return [by_id[s] for s in sample_ids]
+    rows = [r for r in rows if split is None or r["split"] == split]
+    rows = [r for r in rows if subset is None or r.get("subset") == subset]
+    if not rows:
+        raise DatasetError(f"{store.root}: no sample matches --split {split} --subset {subset}")
+    order = np.random.default_rng(seed).permutation(len(rows))[:n]
+    return [rows[i] for i in sorted(order)]
+
+
+def decode_mask(rle_counts: str, height: int, width: int) -> np.ndarray:
+    """A COCO RLE (counts string) at the image's original size → (H, W) bool."""
+    from pycocotools import mask as mask_utils
+
+    rle = {"size": [height, width], "counts": rle_counts.encode()}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def draw_sample(
+    ax: Any,
+    image: np.ndarray,
+    sample: dict[str, Any],
+    candidates: list[dict[str, Any]],
+    heatmap: np.ndarray | None = None,
+) -> None:
+    """Draw one sample on a matplotlib axis."""
+    height, width = image.shape[:2]
+    ax.imshow(image)
+    if heatmap is not None:
+        ax.imshow(heatmap, cmap="jet", alpha=0.4, extent=(0, width, height, 0))
+    legend = []
+    for cand in candidates:
+        colour = PALETTE[cand["cand_idx"] % len(PALETTE)]
+        rgb = np.array(matplotlib.colors.to_rgb(colour))
+        if cand.get("mask_rle"):
+            mask = decode_mask(cand["mask_rle"], height, width)
+            overlay = np.zeros((height, width, 4))
+            overlay[mask] = (*rgb, 0.35)
+            ax.imshow(overlay)
+            lw = 2.5 if cand.get("referent") == 1 else 1.0
+            ax.contour(mask, levels=[0.5], colors=[colour], linewidths=lw)
+        for x, y, label in cand.get("points") or []:
+            if label:
+                ax.plot(x * width, y * height, "o", ms=4, mfc="none", mec="lime", mew=1.2)
+            else:
+                ax.plot(x * width, y * height, "x", ms=4, color="red", mew=1.2)
+        tag = " (referent)" if cand.get("referent") == 1 else ""
+        legend.append((colour, f"{cand['cand_idx']}: {cand['phrase']}{tag}"))
+    title = "\n".join(textwrap.wrap(sample["expression"], 38))
+    ax.set_title(title, fontsize=9)
+    subtitle = f"{sample.get('subset') or ''} {sample['split']}  " + "  ".join(
+        text for _, text in legend[:4]
+    )
+    ax.set_xlabel("\n".join(textwrap.wrap(subtitle, 48)), fontsize=7)
+    for i, (colour, _) in enumerate(legend[:4]):
+        ax.add_patch(plt.Rectangle((4 + 12 * i, 4), 10, 10, color=colour, transform=None))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def render(
+    store: LabelStore,
+    samples: list[dict[str, Any]],
+    image_loader: Callable[[dict[str, Any]], np.ndarray],
+    out: Path,
+    heatmaps: Callable[[dict[str, Any]], np.ndarray | None] | None = None,
+    columns: int = 4,
+) -> Path:
+    """Draw `samples` in a grid and save it as a PNG at `out`."""
+    candidates: dict[str, list[dict[str, Any]]] = {}
+    wanted = {s["sample_id"] for s in samples}
+    for cand in store.candidates().to_pylist():
+        if cand["sample_id"] in wanted:
+            candidates.setdefault(cand["sample_id"], []).append(cand)
+    columns = min(columns, len(samples))
+    rows = (len(samples) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4.4 * rows), squeeze=False)
+    for ax in axes.flat[len(samples) :]:
+        ax.axis("off")
+    for ax, sample in zip(axes.flat, samples, strict=False):
+        heat = heatmaps(sample) if heatmaps else None
+        draw_sample(ax, image_loader(sample), sample, candidates.get(sample["sample_id"], []), heat)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    log.info("wrote %s (%d samples)", out, len(samples))
+    return out
+
+
+def image_from_root(data_root: Path) -> Callable[[dict[str, Any]], np.ndarray]:
+    """An image loader reading `image_path` under --data-root, with a clear error if missing."""
+
+    def load(sample: dict[str, Any]) -> np.ndarray:
+        path = data_root / sample["image_path"]
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except OSError as exc:
+            raise DatasetError(
+                f"{path}: cannot read image of {sample['sample_id']} ({exc})"
+            ) from None
+
+    return load

@@ -1,0 +1,148 @@
+"""Ingest: dataset records → sample rows, each image checked, measured and hashed once.
+
+Planning groups the dataset's records by image and packs whole images into shards of about
+`shard_size` samples, so every later stage sees all expressions of an image in one shard (what
+lets the encoders run once per image). A record whose image is missing or cannot be decoded is
+skipped into the rejects table; the build goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from PIL import Image
+
+from pipeline import config as config_io
+from pipeline import schemas, shards
+from pipeline.errors import ConfigError
+from pipeline.records import Reject, SourceRecord
+from pipeline.stage import ShardTask, StageContext, StageSpec
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """params.yaml [ingest]."""
+
+    shard_size: int = 512  # samples per shard (whole images are never split across shards)
+    splits: tuple[str, ...] | None = None  # splits to ingest; None = every split in the manifest
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise ValueError("shard_size must be at least 1")
+
+
+def read_config(section: dict[str, Any]) -> dict[str, Any]:
+    """Validate the [ingest] section; the command line's --splits overrides it upstream."""
+    return config_io.to_dict(config_io.from_section(IngestConfig, section, "ingest"))
+
+
+def _image_key(record: SourceRecord) -> str:
+    return record.image_path
+
+
+def plan(ctx: StageContext, config: dict[str, Any]) -> list[tuple[Any, str]]:
+    """Read the dataset, group records by image, and pack images into shards."""
+    from pipeline.datasets import open_dataset
+
+    cfg = IngestConfig(**{**config, "splits": config["splits"] and tuple(config["splits"])})
+    dataset = open_dataset(ctx.dataset, ctx.data_root)
+    records, rejects = dataset.records(list(cfg.splits) if cfg.splits else None)
+    if not records:
+        raise ConfigError(
+            f"dataset {ctx.dataset!r} under --data-root {ctx.data_root} has no usable records"
+            + (f" in splits {list(cfg.splits)}" if cfg.splits else "")
+            + (f" ({len(rejects)} rejected; first: {rejects[0].reason})" if rejects else "")
+        )
+    inputs = _input_hashes(ctx, dataset)
+    records = sorted(records, key=lambda r: (_image_key(r), r.sample_id))
+    groups = [list(g) for _, g in itertools.groupby(records, key=_image_key)]
+
+    packed: list[list[SourceRecord]] = [[]]
+    for group in groups:
+        if packed[-1] and len(packed[-1]) + len(group) > cfg.shard_size:
+            packed.append([])
+        packed[-1].extend(group)
+
+    planned = []
+    for k, shard_records in enumerate(packed):
+        carried = rejects if k == 0 else []  # dataset-level rejects are reported with shard 0
+        images = sorted({r.image_path for r in shard_records})
+        sizes = [_size(ctx.data_root / p) for p in images]
+        fp = shards.fingerprint(
+            ctx.dataset,
+            inputs,
+            [asdict(r) for r in shard_records],
+            [asdict(r) for r in carried],
+            list(zip(images, sizes, strict=True)),
+        )
+        planned.append(((shard_records, carried), fp))
+    return planned
+
+
+def _input_hashes(ctx: StageContext, dataset: Any) -> list[tuple[str, str]]:
+    return sorted(
+        (Path(path).relative_to(ctx.data_root).as_posix(), shards.sha256_file(path))
+        for path in dataset.input_files()
+    )
+
+
+def provenance(ctx: StageContext, config: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's annotation files and their sha256, for the store manifest."""
+    from pipeline.datasets import open_dataset
+
+    dataset = open_dataset(ctx.dataset, ctx.data_root)
+    return {"dataset": ctx.dataset, "input_sha256": dict(_input_hashes(ctx, dataset))}
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def _inspect_image(path: Path) -> tuple[int, int, str]:
+    """(width, height, sha256) of an image, fully decoded so a truncated file is caught here."""
+    data = path.read_bytes()
+    with Image.open(path) as image:
+        image.load()
+        width, height = image.size
+    return width, height, hashlib.sha256(data).hexdigest()
+
+
+def run_shard(task: ShardTask) -> tuple[pa.Table, list[Reject]]:
+    """Check and hash every image of the shard; one sample row per surviving record."""
+    records, carried = task.payload
+    data_root = task.context.data_root
+    rejects = list(carried)
+    rows: dict[str, list[Any]] = {name: [] for name in schemas.SAMPLES.names}
+    for image_path, group in itertools.groupby(records, key=_image_key):
+        group = list(group)
+        try:
+            width, height, digest = _inspect_image(data_root / image_path)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            reason = f"image {image_path} cannot be read: {type(exc).__name__}: {exc}"
+            rejects.extend(Reject("ingest", image_path, r.sample_id, reason) for r in group)
+            continue
+        for r in group:
+            row = asdict(r) | {"image_sha256": digest, "width": width, "height": height}
+            for name in schemas.SAMPLES.names:
+                rows[name].append(row[name])
+    return pa.table(rows, schema=schemas.SAMPLES), rejects
+
+
+SPEC = StageSpec(
+    name="ingest",
+    table="samples",
+    inputs=(),
+    schema=schemas.SAMPLES,
+    run_shard=run_shard,
+    plan=plan,
+    read_config=read_config,
+    provenance=provenance,
+)

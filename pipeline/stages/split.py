@@ -1,0 +1,56 @@
+"""Split: each sample into its training subset, each candidate its initial referent label c.
+
+- ImageNet (D_sem): one candidate, the class; it is the referent (c=1).
+- One candidate (H_sem): the only phrase must name the referent (c=1).
+- Several candidates (H_ref): which phrase is the referent is unknown (c=0) until the trainer's
+  Select rounds decide and write `rounds/<k>/selection.parquet`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyarrow as pa
+
+from pipeline import schemas, shards
+from pipeline.records import Reject
+from pipeline.stage import ShardTask, StageSpec
+
+OBJECT_CENTRIC = {"imagenet": "D_sem", "mosaic": "D_ref", "fusion": "D_ref"}
+
+
+def subset_of(source: str, n_candidates: int) -> str:
+    """The training subset of a sample (DESIGN §1)."""
+    if source in OBJECT_CENTRIC:
+        return OBJECT_CENTRIC[source]
+    return "H_sem" if n_candidates == 1 else "H_ref"
+
+
+def run_shard(task: ShardTask) -> tuple[pa.Table, list[Reject]]:
+    """Label every candidate with its sample's subset and initial referent flag."""
+    samples = shards.read_parquet(task.inputs["ingest"]).select(["sample_id", "source"])
+    source = dict(zip(*(samples.column(c).to_pylist() for c in samples.column_names), strict=True))
+    phrases = shards.read_parquet(task.inputs["phrases"]).select(["sample_id", "cand_idx"])
+    sample_ids = phrases.column("sample_id").to_pylist()
+    counts = Counter(sample_ids)
+    subsets = [subset_of(source[s], counts[s]) for s in sample_ids]
+    table = pa.table(
+        {
+            "sample_id": sample_ids,
+            "cand_idx": phrases.column("cand_idx"),
+            "subset": subsets,
+            "n_candidates": [counts[s] for s in sample_ids],
+            "referent": [0 if subset == "H_ref" else 1 for subset in subsets],
+        },
+        schema=schemas.SPLIT,
+    )
+    return table, []
+
+
+SPEC = StageSpec(
+    name="split",
+    table="split",
+    inputs=("ingest", "phrases"),
+    schema=schemas.SPLIT,
+    run_shard=run_shard,
+)

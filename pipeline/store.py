@@ -1,0 +1,215 @@
+"""The label store: reading, finalising (manifest.json last) and validating a built dataset.
+
+Layout (DESIGN §2, one directory per stage so each is its own DVC output):
+
+    labels/<dataset>/
+      manifest.json                 written last; lists every shard with rows and sha256
+      samples/part-NNNNN.parquet    ingest          (+ rejects/part-NNNNN.parquet, _stage.json)
+      phrases/part-NNNNN.parquet    phrases
+      split/part-NNNNN.parquet      split
+
+`LabelStore` joins the per-stage tables into the samples and candidates views of DESIGN §2 and
+refuses stores without a manifest or of an unknown schema version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+import pipeline
+from pipeline import schemas, shards
+from pipeline.errors import StoreError
+from pipeline.stage import REJECTS_DIR, STAGE_MANIFEST, read_stage_manifest
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+KNOWN_SCHEMA_VERSIONS = {schemas.SCHEMA_VERSION}
+
+
+def code_version() -> str:
+    """The package version. Not the git commit: stores built by equal code from different
+    commits must have equal bytes, so that DVC caches and shares them by content."""
+    return f"ppt-labels {pipeline.__version__}"
+
+
+def finalize(store: Path, dataset: str, stages: list[str]) -> dict[str, Any]:
+    """Write manifest.json for the completed `stages` of `store`: the store's completion mark."""
+    stage_manifests = []
+    for name in stages:
+        manifest = read_stage_manifest(store, name)
+        if manifest is None:
+            raise StoreError(f"{store}: stage {name!r} has not completed; cannot finalise")
+        stage_manifests.append(manifest)
+
+    shard_list = []
+    for m in stage_manifests:
+        for s in m["shards"]:
+            shard_list.append(
+                {"path": f"{m['table']}/{s['name']}", "rows": s["rows"], "sha256": s["sha256"]}
+            )
+            shard_list.append(
+                {
+                    "path": f"{m['table']}/{REJECTS_DIR}/{s['name']}",
+                    "rows": s["rejects"],
+                    "sha256": s["rejects_sha256"],
+                }
+            )
+    provenance: dict[str, Any] = {}
+    for m in stage_manifests:
+        provenance.update(m.get("provenance", {}))
+    manifest = {
+        "schema_version": schemas.SCHEMA_VERSION,
+        "dataset": dataset,
+        "stages": [
+            {k: m[k] for k in ("stage", "table", "config", "config_hash", "rows", "rejects")}
+            for m in stage_manifests
+        ],
+        "config_hash": shards.fingerprint([m["config_hash"] for m in stage_manifests]),
+        "code_version": code_version(),
+        "input_sha256": provenance.pop("input_sha256", {}),
+        "models": provenance.pop("models", {}),
+        "provenance": provenance,
+        "shards": shard_list,
+    }
+    manifest["stats"] = LabelStore(store, manifest).stats()
+    path = store / MANIFEST
+    if not path.exists() or json.loads(path.read_text()) != manifest:
+        shards.write_json(manifest, path)  # last write of a build: the store is now complete
+    return manifest
+
+
+class LabelStore:
+    """Read access to a complete label store."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any] | None = None) -> None:
+        """Open the store at `root`; `manifest` is given only by `finalize` before writing it."""
+        self.root = Path(root)
+        path = self.root / MANIFEST
+        if manifest is not None:
+            self.manifest = manifest
+            return
+        if not path.exists():
+            raise StoreError(
+                f"{self.root}: no {MANIFEST}; the store is incomplete (a build was interrupted "
+                "or is running): re-run `ppt-labels build` on it"
+            )
+        try:
+            self.manifest: dict[str, Any] = json.loads(path.read_text())
+        except ValueError as exc:
+            raise StoreError(f"{path}: not valid JSON ({exc})") from None
+        version = self.manifest.get("schema_version")
+        if version not in KNOWN_SCHEMA_VERSIONS:
+            raise StoreError(
+                f"{path}: schema_version {version!r} is not one this ppt-labels "
+                f"({pipeline.__version__}) reads ({sorted(KNOWN_SCHEMA_VERSIONS)}); "
+                "upgrade ppt-labels or rebuild the store"
+            )
+
+    @property
+    def tables(self) -> list[str]:
+        """Table directories present in this store, in stage order."""
+        return [s["table"] for s in self.manifest["stages"]]
+
+    def table(self, name: str) -> pa.Table:
+        """All shards of table `name` listed in the manifest, concatenated in shard order."""
+        if name not in self.tables:
+            raise StoreError(f"{self.root}: no table {name!r} (has {', '.join(self.tables)})")
+        paths = [
+            s["path"] for s in self.manifest["shards"] if s["path"].startswith(f"{name}/part-")
+        ]
+        schema = schemas.TABLES.get(name)
+        parts = [shards.read_parquet(self.root / p, schema) for p in paths]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def rejects(self) -> pa.Table:
+        """Every stage's rejects in one table."""
+        paths = [s["path"] for s in self.manifest["shards"] if f"/{REJECTS_DIR}/" in s["path"]]
+        parts = [shards.read_parquet(self.root / p, schemas.REJECTS) for p in paths]
+        return pa.concat_tables(parts) if parts else schemas.REJECTS.empty_table()
+
+    def candidates(self) -> pa.Table:
+        """One row per (sample, candidate): the phrase, and every per-candidate column present."""
+        table = self.table("phrases")
+        for name in self.tables:
+            if name in ("samples", "phrases"):
+                continue
+            other = self.table(name)
+            if "cand_idx" in other.column_names:
+                table = table.join(other, ["sample_id", "cand_idx"], join_type="left outer")
+        return table.sort_by([("sample_id", "ascending"), ("cand_idx", "ascending")])
+
+    def samples(self) -> pa.Table:
+        """One row per sample, with its subset and candidate count when the split stage ran."""
+        table = self.table("samples")
+        if "split" in self.tables:
+            split = self.table("split")
+            first = split.filter(pc.equal(split.column("cand_idx"), 0))
+            table = table.join(first.select(["sample_id", "subset", "n_candidates"]), "sample_id")
+        return table.sort_by("sample_id")
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for the dataset card: samples, images, splits, subsets, candidates, rejects."""
+        samples = self.samples()
+        stats: dict[str, Any] = {
+            "samples": samples.num_rows,
+            "images": len(set(samples.column("image_sha256").to_pylist())),
+            "splits": dict(sorted(Counter(samples.column("split").to_pylist()).items())),
+            "rejects": self.rejects().num_rows,
+        }
+        if "subset" in samples.column_names:
+            stats["subsets"] = dict(sorted(Counter(samples.column("subset").to_pylist()).items()))
+            hist = Counter(min(n, 3) for n in samples.column("n_candidates").to_pylist())
+            stats["candidates_per_sample"] = {
+                ("3+" if k == 3 else str(k)): v for k, v in sorted(hist.items())
+            }
+        if "phrases" in self.tables:
+            stats["candidates"] = self.table("phrases").num_rows
+        return stats
+
+
+def validate(root: Path) -> list[str]:
+    """Every problem found in the store at `root` (empty when it is valid)."""
+    root = Path(root)
+    try:
+        store = LabelStore(root)
+    except StoreError as exc:
+        return [str(exc)]
+    problems = []
+    listed = set()
+    for entry in store.manifest.get("shards", []):
+        path = root / entry["path"]
+        listed.add(entry["path"])
+        if not path.exists():
+            problems.append(f"{entry['path']}: listed in {MANIFEST} but missing")
+            continue
+        digest = shards.sha256_file(path)
+        if digest != entry["sha256"]:
+            problems.append(
+                f"{entry['path']}: sha256 {digest[:12]}… differs from {MANIFEST} "
+                f"({entry['sha256'][:12]}…); the file changed after the build"
+            )
+            continue
+        try:
+            rows = pq.read_metadata(path).num_rows
+        except (OSError, pa.ArrowInvalid) as exc:
+            problems.append(f"{entry['path']}: unreadable Parquet ({exc})")
+            continue
+        if rows != entry["rows"]:
+            problems.append(f"{entry['path']}: {rows} rows, {MANIFEST} says {entry['rows']}")
+    for table in store.tables:
+        for path in sorted((root / table).rglob("part-*.parquet")):
+            rel = path.relative_to(root).as_posix()
+            if rel not in listed:
+                problems.append(f"{rel}: shard not listed in {MANIFEST} (left by another build)")
+        if not (root / table / STAGE_MANIFEST).exists():
+            problems.append(f"{table}/{STAGE_MANIFEST}: missing")
+    return problems

@@ -1,0 +1,62 @@
+"""DVC: `dvc repro` runs the default pipeline; a store pushed to a remote pulls back identical."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, SMALL_PARAMS, tree_bytes
+
+DVC = str(Path(os.sys.executable).with_name("dvc"))
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return _run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd)
+
+
+@pytest.mark.slow
+def test_repro_push_pull_round_trip(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", "data_manifests", "pipeline", ".dvc", ".gitignore"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(
+                src, project / name, ignore=shutil.ignore_patterns("tmp", "cache", "__pycache__")
+            )
+        else:
+            shutil.copy(src, project / name)
+    # The repository's params with the small synthetic size, so the test stays quick.
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synthetic"] = SMALL_PARAMS["synthetic"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    _git(project, "init", "-q")
+    out = _run([DVC, "repro"], project)
+    store = project / "labels" / "synthetic"
+    assert (store / "manifest.json").exists(), out
+    assert "is valid" in out
+
+    remote = tmp_path / "remote"
+    _run([DVC, "remote", "add", "-d", "team", str(remote)], project)
+    _git(project, "add", "-A")
+    _git(project, "commit", "-q", "-m", "pipeline")
+    _run([DVC, "push"], project)
+
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(project), str(clone))
+    assert not (clone / "labels" / "synthetic").exists()
+    _run([DVC, "pull"], clone)
+    assert tree_bytes(clone / "labels" / "synthetic") == tree_bytes(store)
+    status = _run([DVC, "status"], clone)
+    assert "up to date" in status
