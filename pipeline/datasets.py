@@ -41,3 +41,22 @@ class Dataset(Protocol):
     def ground_truth(self, record: SourceRecord) -> GroundTruth | None:
         """The referent's mask and box at original size, or None where the dataset has none."""
         ...
+
+
+def adapters() -> dict[str, type]:
+    """The adapter registry: manifest kind → adapter class (imported here: adapters import us)."""
+    from pipeline.imagenet import ImageNetDataset
+    from pipeline.refer import ReferDataset
+
+    return {"refer": ReferDataset, "imagenet": ImageNetDataset}
+
+
+def open_dataset(name: str, data_root: Path, manifests_dir: Path | None = None) -> Dataset:
+    """Open dataset `name` (data_manifests/NAME.yaml) under `data_root` with its kind's adapter.
+
+    Raises ConfigError for an unknown name and DatasetError when its files are missing.
+    """
+    from pipeline.manifests import load_manifest
+
+    manifest = load_manifest(name, manifests_dir)
+    return adapters()[manifest.kind](manifest, Path(data_root))
