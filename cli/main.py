@@ -26,8 +26,8 @@ app = typer.Typer(
 labels_app = typer.Typer(help="Inspect and check label stores.", no_args_is_help=True)
 app.add_typer(labels_app, name="labels")
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_DATASET = "synthetic"
 DEFAULT_SYNTHETIC_ROOT = Path("data/synthetic")
@@ -52,11 +52,15 @@ SplitsOpt = Annotated[
 
 
 def _setup_logging(verbose: bool) -> None:
+    # Rich on a terminal; plain unwrapped lines when logs go to a file or a pipe (DVC, CI).
+    if err_console.is_terminal:
+        handler: logging.Handler = RichHandler(console=err_console, show_path=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler()
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=True)],
-        force=True,
+        level=logging.DEBUG if verbose else logging.INFO, format=fmt, handlers=[handler], force=True
     )
     for noisy in ("distributed", "asyncio", "PIL", "matplotlib", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

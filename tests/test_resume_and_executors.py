@@ -35,6 +35,7 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path: Path, synthetic_root:
     subprocess.run([*CLI, *argv, "--out", str(reference), "--params", str(params)], check=True)
     assert validate(reference) == []
 
+    interrupted = 0
     for delay in (1.5, 2.5, 3.5, 5.0):
         store = tmp_path / f"killed-{delay}"
         cmd = [*CLI, *argv, "--out", str(store), "--params", str(params)]
@@ -44,9 +45,11 @@ def test_killed_build_resumes_to_identical_bytes(tmp_path: Path, synthetic_root:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         if not (store / "manifest.json").exists():
+            interrupted += 1
             assert validate(store)  # an interrupted store is reported incomplete, never valid
         subprocess.run(cmd, check=True, capture_output=True)
         assert tree_bytes(store) == tree_bytes(reference), f"kill after {delay}s"
+    assert interrupted >= 2  # the kills really landed mid-build
 
 
 @pytest.mark.slow
