@@ -146,9 +146,8 @@ def stage(
     force: Annotated[bool, typer.Option(help="Recompute every shard.")] = False,
 ) -> None:
     """Run one stage (what dvc.yaml calls); `finalize` writes the store's manifest.json."""
-    from pipeline.manifests import load_manifest
-
     from pipeline.executor import open_executor
+    from pipeline.manifests import load_manifest
     from pipeline.stage import StageContext, run_stage
     from pipeline.stages import BUILD_ORDER, STAGES
     from pipeline.store import finalize

@@ -1,8 +1,8 @@
 """The records that dataset adapters hand to the ingest stage.
 
-An adapter (refer format, ImageNet folders) reads its own files and yields one `SourceRecord` per
-(referent, sentence) pair, plus a `Reject` for every record it had to skip. Ingest turns records into
-sample rows (hashing and checking each image), so adapters never touch the label store.
+An adapter (refer format, ImageNet folders) reads its own files and yields one `SourceRecord`
+per (referent, sentence) pair, plus a `Reject` for every record it had to skip. Ingest turns
+records into sample rows (hashing and checking each image): adapters never touch the store.
 """
 
 from __future__ import annotations
