@@ -96,8 +96,6 @@ def draw_sample(
         text for _, text in legend[:4]
     )
     ax.set_xlabel("\n".join(textwrap.wrap(subtitle, 48)), fontsize=7)
-    for i, (colour, _) in enumerate(legend[:4]):
-        ax.add_patch(plt.Rectangle((4 + 12 * i, 4), 10, 10, color=colour, transform=None))
     ax.set_xticks([])
     ax.set_yticks([])
 
