@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -86,6 +88,36 @@ def write_json(obj: Any, path: Path) -> None:
     _replace_atomically(tmp, path)
 
 
+def sha256_tree(root: Path) -> str:
+    """One sha256 over every file under `root` (relative paths and contents), e.g. a Zarr group."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def write_zarr(arrays: dict[str, np.ndarray], attrs: dict[str, Any], path: Path) -> str:
+    """Write arrays as one Zarr v3 group at `path` atomically; returns its tree sha256.
+
+    One chunk per leading-axis row (one image's embedding, one phrase's map): readers fetch
+    single rows, and fixed chunking plus zstd keep the bytes deterministic.
+    """
+    import zarr
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    for name, array in sorted(arrays.items()):
+        chunks = (1, *array.shape[1:]) if array.ndim and array.shape[0] else None
+        group.create_array(name, data=array, chunks=chunks or "auto")
+    group.attrs.update(attrs)
+    if path.exists():
+        shutil.rmtree(path)  # the table shard is still absent or stale, so nothing reads it
+    tmp.replace(path)
+    return sha256_tree(path)
+
+
 def read_fingerprint(path: Path) -> str | None:
     """The fingerprint stored in a shard's footer, or None if the file is missing or unreadable."""
     try:
@@ -107,9 +139,14 @@ def remove_stale(directory: Path, keep: set[str]) -> list[str]:
     removed = []
     if not directory.exists():
         return removed
+    keep_arrays = {Path(name).with_suffix(".zarr").name for name in keep}
     for path in sorted(directory.iterdir()):
         stale_shard = path.match(SHARD_GLOB) and path.name not in keep
-        if stale_shard or path.name.startswith(".part-"):
-            path.unlink()
+        stale_arrays = path.match("part-*.zarr") and path.name not in keep_arrays
+        if stale_shard or stale_arrays or path.name.startswith(".part-"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
             removed.append(path.name)
     return removed

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -58,6 +59,20 @@ class ShardTask:
 
 
 @dataclass(frozen=True)
+class ShardOutput:
+    """What `run_shard` returns: the shard's table, its rejects, and any arrays for Zarr.
+
+    Arrays go to `<table>/part-NNNNN.zarr` (one Zarr group per shard, written to a temporary
+    directory and renamed); row i of an array belongs to the row the table's `array_row` names.
+    """
+
+    table: pa.Table
+    rejects: list[Reject] = field(default_factory=list)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)  # JSON-able Zarr group attributes
+
+
+@dataclass(frozen=True)
 class ShardResult:
     """What a finished shard reports back to the runner."""
 
@@ -67,6 +82,7 @@ class ShardResult:
     rejects: int
     rejects_sha256: str
     skipped: bool
+    arrays_sha256: str | None = None  # of the shard's Zarr group, where the stage writes arrays
 
 
 @dataclass(frozen=True)
@@ -77,7 +93,7 @@ class StageSpec:
     table: str  # output directory in the store (the DVC output of this stage)
     inputs: tuple[str, ...]  # upstream stage names
     schema: pa.Schema
-    run_shard: Callable[[ShardTask], tuple[pa.Table, list[Reject]]]
+    run_shard: Callable[[ShardTask], ShardOutput]
     plan: Callable[[StageContext, dict[str, Any]], list[tuple[Any, str]]] | None = None
     read_config: Callable[[dict[str, Any]], dict[str, Any]] = lambda section: dict(section)
     # Provenance recorded in `_stage.json` and the store manifest (input hashes, model ids).
@@ -97,6 +113,7 @@ def execute_shard(task: ShardTask) -> ShardResult:
 
     out = Path(task.out_path)
     rejects_path = out.parent / REJECTS_DIR / out.name
+    arrays_path = out.with_suffix(".zarr")
     if shards.read_fingerprint(out) == task.fingerprint and rejects_path.exists():
         return ShardResult(
             name=out.name,
@@ -105,15 +122,27 @@ def execute_shard(task: ShardTask) -> ShardResult:
             rejects=pq.read_metadata(rejects_path).num_rows,
             rejects_sha256=shards.sha256_file(rejects_path),
             skipped=True,
+            arrays_sha256=shards.sha256_tree(arrays_path) if arrays_path.exists() else None,
         )
     spec = STAGES[task.stage]
-    table, rejects = spec.run_shard(task)
-    # Rejects first, data shard last: the data shard's fingerprint is the completion marker.
+    result = spec.run_shard(task)
+    # Rejects and arrays first, the data shard last: its fingerprint is the completion marker.
     rejects_sha = shards.write_parquet(
-        rejects_table(rejects), rejects_path, schemas.REJECTS, task.fingerprint
+        rejects_table(result.rejects), rejects_path, schemas.REJECTS, task.fingerprint
     )
-    sha = shards.write_parquet(table, out, spec.schema, task.fingerprint)
-    return ShardResult(out.name, table.num_rows, sha, len(rejects), rejects_sha, skipped=False)
+    arrays_sha = None
+    if result.arrays:
+        arrays_sha = shards.write_zarr(result.arrays, result.attrs, arrays_path)
+    sha = shards.write_parquet(result.table, out, spec.schema, task.fingerprint)
+    return ShardResult(
+        out.name,
+        result.table.num_rows,
+        sha,
+        len(result.rejects),
+        rejects_sha,
+        skipped=False,
+        arrays_sha256=arrays_sha,
+    )
 
 
 def stage_dir(store: Path, stage: str) -> Path:
@@ -226,6 +255,7 @@ def run_stage(
                 "sha256": r.sha256,
                 "rejects": r.rejects,
                 "rejects_sha256": r.rejects_sha256,
+                **({"arrays_sha256": r.arrays_sha256} if r.arrays_sha256 else {}),
             }
             for r in results
         ],

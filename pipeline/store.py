@@ -63,6 +63,16 @@ def finalize(store: Path, dataset: str, stages: list[str]) -> dict[str, Any]:
                     "sha256": s["rejects_sha256"],
                 }
             )
+            if s.get("arrays_sha256"):
+                zarr_name = Path(s["name"]).with_suffix(".zarr").name
+                shard_list.append(
+                    {
+                        "path": f"{m['table']}/{zarr_name}",
+                        "rows": s["rows"],
+                        "sha256": s["arrays_sha256"],
+                        "kind": "zarr",
+                    }
+                )
     provenance: dict[str, Any] = {}
     for m in stage_manifests:
         provenance.update(m.get("provenance", {}))
@@ -130,6 +140,15 @@ class LabelStore:
         parts = [shards.read_parquet(self.root / p, schema) for p in paths]
         return pa.concat_tables(parts) if parts else schema.empty_table()
 
+    def arrays(self, table: str, shard: str) -> Any:
+        """The Zarr group of one shard of `table` (e.g. "part-00000"), opened read-only."""
+        import zarr
+
+        path = self.root / table / f"{shard}.zarr"
+        if not path.exists():
+            raise StoreError(f"{path}: no arrays for shard {shard} of table {table!r}")
+        return zarr.open_group(str(path), mode="r")
+
     def rejects(self) -> pa.Table:
         """Every stage's rejects in one table."""
         paths = [s["path"] for s in self.manifest["shards"] if f"/{REJECTS_DIR}/" in s["path"]]
@@ -191,6 +210,10 @@ def validate(root: Path) -> list[str]:
         if not path.exists():
             problems.append(f"{entry['path']}: listed in {MANIFEST} but missing")
             continue
+        if entry.get("kind") == "zarr":
+            if shards.sha256_tree(path) != entry["sha256"]:
+                problems.append(f"{entry['path']}: Zarr arrays differ from {MANIFEST} (sha256)")
+            continue
         digest = shards.sha256_file(path)
         if digest != entry["sha256"]:
             problems.append(
@@ -206,7 +229,9 @@ def validate(root: Path) -> list[str]:
         if rows != entry["rows"]:
             problems.append(f"{entry['path']}: {rows} rows, {MANIFEST} says {entry['rows']}")
     for table in store.tables:
-        for path in sorted((root / table).rglob("part-*.parquet")):
+        for path in sorted((root / table).rglob("part-*.*")):
+            if path.suffix not in (".parquet", ".zarr"):
+                continue
             rel = path.relative_to(root).as_posix()
             if rel not in listed:
                 problems.append(f"{rel}: shard not listed in {MANIFEST} (left by another build)")

@@ -21,7 +21,7 @@ from pipeline import config as config_io
 from pipeline import schemas, shards
 from pipeline.errors import ConfigError
 from pipeline.records import Reject, SourceRecord
-from pipeline.stage import ShardTask, StageContext, StageSpec
+from pipeline.stage import ShardOutput, ShardTask, StageContext, StageSpec
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _inspect_image(path: Path) -> tuple[int, int, str]:
     return width, height, hashlib.sha256(data).hexdigest()
 
 
-def run_shard(task: ShardTask) -> tuple[pa.Table, list[Reject]]:
+def run_shard(task: ShardTask) -> ShardOutput:
     """Check and hash every image of the shard; one sample row per surviving record."""
     records, carried = task.payload
     data_root = task.context.data_root
@@ -133,7 +133,7 @@ def run_shard(task: ShardTask) -> tuple[pa.Table, list[Reject]]:
             row = asdict(r) | {"image_sha256": digest, "width": width, "height": height}
             for name in schemas.SAMPLES.names:
                 rows[name].append(row[name])
-    return pa.table(rows, schema=schemas.SAMPLES), rejects
+    return ShardOutput(pa.table(rows, schema=schemas.SAMPLES), rejects)
 
 
 SPEC = StageSpec(

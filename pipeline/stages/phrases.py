@@ -12,8 +12,7 @@ import pyarrow as pa
 from pipeline import config as config_io
 from pipeline import schemas, shards
 from pipeline.phrases import PhrasesConfig, extract_phrases
-from pipeline.records import Reject
-from pipeline.stage import ShardTask, StageSpec
+from pipeline.stage import ShardOutput, ShardTask, StageSpec
 
 # Sources whose single candidate is their class, not a parse of the sentence.
 CLASS_SOURCES = frozenset({"imagenet"})
@@ -24,7 +23,7 @@ def read_config(section: dict[str, Any]) -> dict[str, Any]:
     return config_io.to_dict(config_io.from_section(PhrasesConfig, section, "phrases"))
 
 
-def run_shard(task: ShardTask) -> tuple[pa.Table, list[Reject]]:
+def run_shard(task: ShardTask) -> ShardOutput:
     """One row per candidate phrase of every sample in the shard, in text order."""
     samples = shards.read_parquet(task.inputs["ingest"]).to_pylist()
     cfg = config_io.from_section(PhrasesConfig, task.config, "phrases")
@@ -55,7 +54,7 @@ def run_shard(task: ShardTask) -> tuple[pa.Table, list[Reject]]:
                 phrase.head,
                 phrase.fallback,
             )
-    return pa.table(rows, schema=schemas.PHRASES), []
+    return ShardOutput(pa.table(rows, schema=schemas.PHRASES))
 
 
 SPEC = StageSpec(

@@ -13,8 +13,7 @@ from collections import Counter
 import pyarrow as pa
 
 from pipeline import schemas, shards
-from pipeline.records import Reject
-from pipeline.stage import ShardTask, StageSpec
+from pipeline.stage import ShardOutput, ShardTask, StageSpec
 
 OBJECT_CENTRIC = {"imagenet": "D_sem", "mosaic": "D_ref", "fusion": "D_ref"}
 
@@ -26,7 +25,7 @@ def subset_of(source: str, n_candidates: int) -> str:
     return "H_sem" if n_candidates == 1 else "H_ref"
 
 
-def run_shard(task: ShardTask) -> tuple[pa.Table, list[Reject]]:
+def run_shard(task: ShardTask) -> ShardOutput:
     """Label every candidate with its sample's subset and initial referent flag."""
     samples = shards.read_parquet(task.inputs["ingest"]).select(["sample_id", "source"])
     source = dict(zip(*(samples.column(c).to_pylist() for c in samples.column_names), strict=True))
@@ -44,7 +43,7 @@ def run_shard(task: ShardTask) -> tuple[pa.Table, list[Reject]]:
         },
         schema=schemas.SPLIT,
     )
-    return table, []
+    return ShardOutput(table)
 
 
 SPEC = StageSpec(
