@@ -49,6 +49,59 @@ DaskOpt = Annotated[
 SplitsOpt = Annotated[
     str | None, typer.Option("--splits", help="Comma-separated splits (default: all).")
 ]
+SamOpt = Annotated[
+    str | None,
+    typer.Option("--sam", help="SAM variant: vit_b, vit_l, vit_h, vit_t (default: params encode)."),
+]
+SamCheckpointOpt = Annotated[
+    Path | None, typer.Option("--sam-checkpoint", help="SAM state dict (default: params encode).")
+]
+ClipModelOpt = Annotated[
+    str | None,
+    typer.Option("--clip-model", help="open_clip architecture, e.g. ViT-B-16 (--relevance clip)."),
+]
+ClipCheckpointOpt = Annotated[
+    Path | None, typer.Option("--clip-checkpoint", help="open_clip state dict (--relevance clip).")
+]
+RandomWeightsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-random-weights",
+        help="Randomly initialised models where no checkpoint is given (tests, demos; stamped "
+        "random-init in the manifest).",
+    ),
+]
+RelevanceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--relevance", help="Relevance maps: clip, gt-box or gt-mask (default: params attention)."
+    ),
+]
+
+RELEVANCE_SOURCES = ("clip", "gt-box", "gt-mask")
+
+
+def _options(
+    sam: str | None,
+    sam_checkpoint: Path | None,
+    clip_model: str | None,
+    clip_checkpoint: Path | None,
+    allow_random_weights: bool,
+    relevance: str | None,
+) -> dict[str, object]:
+    """Command-line model settings for `StageContext.options`; None = use params.yaml."""
+    if relevance is not None and relevance not in RELEVANCE_SOURCES:
+        raise typer.BadParameter(
+            f"--relevance {relevance!r}: choose one of {', '.join(RELEVANCE_SOURCES)}"
+        )
+    return {
+        "sam": sam,
+        "sam_checkpoint": str(sam_checkpoint) if sam_checkpoint else None,
+        "clip_model": clip_model,
+        "clip_checkpoint": str(clip_checkpoint) if clip_checkpoint else None,
+        "allow_random_weights": True if allow_random_weights else None,
+        "relevance": relevance,
+    }
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -117,6 +170,12 @@ def build(
     splits: SplitsOpt = None,
     dask: DaskOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute every shard.")] = False,
+    sam: SamOpt = None,
+    sam_checkpoint: SamCheckpointOpt = None,
+    clip_model: ClipModelOpt = None,
+    clip_checkpoint: ClipCheckpointOpt = None,
+    allow_random_weights: RandomWeightsOpt = False,
+    relevance: RelevanceOpt = None,
 ) -> None:
     """Run every stage available for DATASET into a label store (resumes; no-op when done)."""
     from pipeline.build import build as run_build
@@ -124,8 +183,13 @@ def build(
 
     root = _data_root(dataset, data_root)
     out = out or Path("labels") / dataset
+    options = _options(
+        sam, sam_checkpoint, clip_model, clip_checkpoint, allow_random_weights, relevance
+    )
     with open_executor(dask) as executor:
-        manifest = run_build(dataset, root, out, _params(params, splits), executor, force=force)
+        manifest = run_build(
+            dataset, root, out, _params(params, splits), executor, force=force, options=options
+        )
     stats = manifest["stats"]
     console.print(
         f"[green]store[/] {out}: {stats['samples']} samples, {stats['images']} images, "
@@ -144,6 +208,12 @@ def stage(
     splits: SplitsOpt = None,
     dask: DaskOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute every shard.")] = False,
+    sam: SamOpt = None,
+    sam_checkpoint: SamCheckpointOpt = None,
+    clip_model: ClipModelOpt = None,
+    clip_checkpoint: ClipCheckpointOpt = None,
+    allow_random_weights: RandomWeightsOpt = False,
+    relevance: RelevanceOpt = None,
 ) -> None:
     """Run one stage (what dvc.yaml calls); `finalize` writes the store's manifest.json."""
     from pipeline.executor import open_executor
@@ -164,6 +234,9 @@ def stage(
         dataset=dataset,
         data_root=_data_root(dataset, data_root),
         params=_params(params, splits),
+        options=_options(
+            sam, sam_checkpoint, clip_model, clip_checkpoint, allow_random_weights, relevance
+        ),
     )
     store.mkdir(parents=True, exist_ok=True)
     with open_executor(dask) as executor:
@@ -200,12 +273,12 @@ def show(
     seed: Annotated[int, typer.Option(help="Seed of the random choice of samples.")] = 0,
 ) -> None:
     """Render samples (image, expression, phrases, masks, points, heat maps) to a PNG."""
-    from pipeline.render import choose_samples, image_from_root, render
+    from pipeline.render import choose_samples, image_from_root, relevance_heatmaps, render
     from pipeline.store import LabelStore
 
     store = LabelStore(labels)
     chosen = choose_samples(store, n, sample_id, split, subset, seed)
-    render(store, chosen, image_from_root(data_root), out)
+    render(store, chosen, image_from_root(data_root), out, relevance_heatmaps(store))
     console.print(f"[green]wrote[/] {out} ({len(chosen)} samples)")
 
 
@@ -237,6 +310,42 @@ def stats(
     console.print(table)
     if json_out:
         json_out.write_text(json.dumps(card, indent=2) + "\n")
+
+
+@app.command("eval-labels")
+@user_errors
+def eval_labels(
+    labels: Annotated[Path, typer.Option("--labels", "-l", help="Label store dir.")],
+    data_root: Annotated[Path, typer.Option("--data-root", help="Dataset root (ground truth).")],
+    metrics_out: Annotated[
+        Path | None, typer.Option("--metrics-out", help="Write the metrics as JSON here.")
+    ] = None,
+) -> None:
+    """Score pseudo-labels against ground truth: H_sem referents and the best candidate."""
+    import json
+
+    from rich.table import Table
+
+    from pipeline.label_eval import evaluate_labels
+
+    metrics = evaluate_labels(labels, data_root)
+    table = Table(title=f"pseudo-labels: {labels}")
+    keys = ["mIoU", "oIoU", "P@0.3", "P@0.5", "P@0.7", "n"]
+    table.add_column("labels")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for row, values in metrics.items():
+        cells = [f"{values[k]:.2f}" if k != "n" else str(values[k]) for k in keys]
+        table.add_row(row, *cells)
+    console.print(table)
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        # NaN (no sample in a row) is not JSON: write null instead.
+        clean = {
+            row: {k: (None if v != v else v) for k, v in values.items()}
+            for row, values in metrics.items()
+        }
+        metrics_out.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
 
 
 @labels_app.command("validate")

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
+from pipeline import shards
 from pipeline.errors import DatasetError
 from pipeline.store import LabelStore
 
@@ -71,7 +72,9 @@ def draw_sample(
     height, width = image.shape[:2]
     ax.imshow(image)
     if heatmap is not None:
-        ax.imshow(heatmap, cmap="jet", alpha=0.4, extent=(0, width, height, 0))
+        # Cells with no relevance stay clear, so the image remains readable under the map.
+        shown = np.ma.masked_less(heatmap, 0.05 * float(heatmap.max() or 1.0))
+        ax.imshow(shown, cmap="jet", alpha=0.45, extent=(0, width, height, 0))
     legend = []
     for cand in candidates:
         colour = PALETTE[cand["cand_idx"] % len(PALETTE)]
@@ -83,8 +86,9 @@ def draw_sample(
             ax.imshow(overlay)
             lw = 2.5 if cand.get("referent") == 1 else 1.0
             ax.contour(mask, levels=[0.5], colors=[colour], linewidths=lw)
-        for x, y, label in cand.get("points") or []:
-            if label:
+        for point in cand.get("points") or []:
+            x, y = point["x"], point["y"]
+            if point["label"]:
                 ax.plot(x * width, y * height, "o", ms=4, mfc="none", mec="lime", mew=1.2)
             else:
                 ax.plot(x * width, y * height, "x", ms=4, color="red", mew=1.2)
@@ -128,6 +132,36 @@ def render(
     plt.close(fig)
     log.info("wrote %s (%d samples)", out, len(samples))
     return out
+
+
+def relevance_heatmaps(store: LabelStore) -> Callable[[dict[str, Any]], np.ndarray | None]:
+    """Heat maps for `render`: each sample's referent map (its first candidate's in H_ref).
+
+    Returns a function giving None for every sample when the store has no attention stage.
+    """
+    if "attention" not in store.tables:
+        return lambda sample: None
+    index: dict[tuple[str, int], tuple[str, int]] = {}
+    for entry in store.manifest["shards"]:
+        path = entry["path"]
+        if path.startswith("attention/part-") and path.endswith(".parquet"):
+            table = shards.read_parquet(store.root / path).to_pylist()
+            for row in table:
+                index[(row["sample_id"], row["cand_idx"])] = (Path(path).stem, row["array_row"])
+    referent = {
+        (c["sample_id"]): c["cand_idx"]
+        for c in store.candidates().to_pylist()
+        if c.get("referent") == 1
+    }
+
+    def heatmap(sample: dict[str, Any]) -> np.ndarray | None:
+        key = (sample["sample_id"], referent.get(sample["sample_id"], 0))
+        if key not in index:
+            return None
+        shard, row = index[key]
+        return np.asarray(store.arrays("attention", shard)["relevance"][row], dtype=np.float32)
+
+    return heatmap
 
 
 def image_from_root(data_root: Path) -> Callable[[dict[str, Any]], np.ndarray]:

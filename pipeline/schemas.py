@@ -50,6 +50,48 @@ SPLIT = pa.schema(
     ]
 )
 
+ENCODE = pa.schema(
+    [
+        ("image_sha256", pa.string()),  # one row per distinct image of the shard
+        ("array_row", pa.int32()),  # row of this image in the shard's Zarr arrays
+        ("height", pa.int32()),  # original image size
+        ("width", pa.int32()),
+        ("input_height", pa.int32()),  # SAM's resized input (longest side = encoder side)
+        ("input_width", pa.int32()),  # before padding; the decoder needs it to unpad masks
+    ]
+)
+
+ATTENTION = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("cand_idx", pa.int32()),
+        ("array_row", pa.int32()),  # row of this candidate's (G, G) map in arrays["relevance"]
+        ("relevance_source", pa.string()),  # clip | gt-box | gt-mask
+    ]
+)
+
+MASKS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("cand_idx", pa.int32()),
+        ("mask_rle", pa.string()),  # COCO RLE counts at the image's original (height, width)
+        ("bbox", pa.list_(pa.float32(), 4)),  # the mask's box, COCO xywh pixels; zeros if empty
+        ("sam_score", pa.float32()),  # SAM's predicted IoU of the chosen mask
+        ("relevance_score", pa.float32()),  # agreement of mask and relevance map, in [0, 1]
+    ]
+)
+
+POINT = pa.struct([("x", pa.float32()), ("y", pa.float32()), ("label", pa.int8())])
+
+POINTS = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("cand_idx", pa.int32()),
+        # x / width, y / height in [0, 1]; label 1 inside the mask, 0 outside
+        ("points", pa.list_(POINT)),
+    ]
+)
+
 REJECTS = pa.schema(
     [
         ("stage", pa.string()),
@@ -63,4 +105,8 @@ TABLES: dict[str, pa.Schema] = {
     "samples": SAMPLES,
     "phrases": PHRASES,
     "split": SPLIT,
+    "encode": ENCODE,
+    "attention": ATTENTION,
+    "masks": MASKS,
+    "points": POINTS,
 }

@@ -96,6 +96,10 @@ class StageSpec:
     run_shard: Callable[[ShardTask], ShardOutput]
     plan: Callable[[StageContext, dict[str, Any]], list[tuple[Any, str]]] | None = None
     read_config: Callable[[dict[str, Any]], dict[str, Any]] = lambda section: dict(section)
+    # Command-line settings (`StageContext.options`) that override params keys: (section, options)
+    # → section. Applied before `read_config`, so the effective values are validated, hashed into
+    # the stage's fingerprint and recorded in `_stage.json` like any params value.
+    apply_options: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
     # Provenance recorded in `_stage.json` and the store manifest (input hashes, model ids).
     provenance: Callable[[StageContext, dict[str, Any]], dict[str, Any]] | None = None
     version: int = 1  # bump when the stage's output for the same inputs changes
@@ -185,7 +189,10 @@ def run_stage(
     fingerprint differs are recomputed, and shards left over from an earlier plan are deleted.
     """
     start = time.perf_counter()
-    config = spec.read_config(ctx.params.get(spec.name) or {})
+    section = dict(ctx.params.get(spec.name) or {})
+    if spec.apply_options is not None:
+        section = spec.apply_options(section, ctx.options)
+    config = spec.read_config(section)
     config_hash = shards.fingerprint(spec.name, spec.version, schemas.SCHEMA_VERSION, config)
     upstream = _upstream(ctx.store, spec)
     out_dir = ctx.store / spec.table

@@ -134,7 +134,9 @@ class LabelStore:
         if name not in self.tables:
             raise StoreError(f"{self.root}: no table {name!r} (has {', '.join(self.tables)})")
         paths = [
-            s["path"] for s in self.manifest["shards"] if s["path"].startswith(f"{name}/part-")
+            s["path"]
+            for s in self.manifest["shards"]
+            if s["path"].startswith(f"{name}/part-") and s.get("kind") != "zarr"
         ]
         schema = schemas.TABLES.get(name)
         parts = [shards.read_parquet(self.root / p, schema) for p in paths]
@@ -163,7 +165,7 @@ class LabelStore:
                 continue
             other = self.table(name)
             if "cand_idx" in other.column_names:
-                table = table.join(other, ["sample_id", "cand_idx"], join_type="left outer")
+                table = _left_join(table, other, ["sample_id", "cand_idx"])
         return table.sort_by([("sample_id", "ascending"), ("cand_idx", "ascending")])
 
     def samples(self) -> pa.Table:
@@ -193,6 +195,18 @@ class LabelStore:
         if "phrases" in self.tables:
             stats["candidates"] = self.table("phrases").num_rows
         return stats
+
+
+def _left_join(left: pa.Table, right: pa.Table, keys: list[str]) -> pa.Table:
+    """`left` ⟕ `right` on `keys`, by row index: Arrow's hash join refuses nested columns."""
+    right_keys = zip(*(right.column(k).to_pylist() for k in keys), strict=True)
+    index = {key: i for i, key in enumerate(right_keys)}
+    left_keys = zip(*(left.column(k).to_pylist() for k in keys), strict=True)
+    take = pa.array([index.get(key) for key in left_keys], pa.int64())
+    for name in right.column_names:
+        if name not in keys and name not in left.column_names:
+            left = left.append_column(right.schema.field(name), right.column(name).take(take))
+    return left
 
 
 def validate(root: Path) -> list[str]:

@@ -71,3 +71,19 @@ def test_bad_dask_spec_is_a_clear_error() -> None:
         pass
     with pytest.raises(ConfigError, match="tcp://host:port"), open_executor("spark://x"):
         pass
+
+
+@pytest.mark.slow
+def test_dask_scheduler_address_gives_same_bytes(
+    tmp_path: Path, synthetic_store: Path, synthetic_root: Path
+) -> None:
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None)
+    try:
+        with open_executor(cluster.scheduler_address) as executor:
+            assert executor.name == cluster.scheduler_address
+            build("synthetic", synthetic_root, tmp_path / "tcp", SMALL_PARAMS, executor)
+    finally:
+        cluster.close()
+    assert tree_bytes(tmp_path / "tcp") == tree_bytes(synthetic_store)

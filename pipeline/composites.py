@@ -1,0 +1,382 @@
+"""D_ref composites: Mosaic (absolute position) and fusion (relative position) of D_sem objects.
+
+A pure library (DESIGN §5): pseudo-labelled object-centric sources in, composite images with every
+object's transformed pseudo-label and one unambiguous expression out. No label-store I/O.
+
+Mosaic: a "{rows}x{cols}" grid ("1x2" = side by side, "2x1" = stacked, "2x2"); each source is
+letterboxed into its tile (scaled keeping its aspect, centred, the rest filled with grey), so no
+part of any object is cropped and each mask's area is its source area times the scale.
+Fusion: the host is letterboxed into the whole canvas; the inset, scaled to fit `scale` × the
+host's placed size, is pasted at a named placement inside the host. The inset covers the host:
+its rectangle is subtracted from the host mask.
+
+Every transform is one affine map per object (scale, then offset): images resize bilinearly,
+masks with nearest neighbour at exactly the same target size, points through the same map. Points
+are then re-labelled against the transformed (and, for a fusion host, occluded) mask, so
+label 1 ⇔ the point's pixel is in the object's mask; a host point under the inset becomes 0.
+
+Determinism: `plan_composites` draws every geometric choice from `cfg.seed`; `render_composite`
+draws the remaining ones (which unambiguous expression) from the spec's own seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from pipeline.composite_text import (
+    ExpressionSpec,
+    absolute_options,
+    choose_expression,
+    relative_options,
+)
+from pipeline.imagenet import class_noun
+
+log = logging.getLogger(__name__)
+
+Point = tuple[float, float, int]  # (x, y, label), x and y normalised to [0, 1]
+Box = tuple[int, int, int, int]  # xywh, pixels
+
+GRIDS: dict[str, tuple[int, int]] = {"1x2": (1, 2), "2x1": (2, 1), "2x2": (2, 2)}
+# Placement → where the inset sits in the host's free space, as fractions (0 = left/top edge).
+PLACEMENTS: dict[str, tuple[float, float]] = {
+    "top_left": (0.0, 0.0),
+    "top": (0.5, 0.0),
+    "top_right": (1.0, 0.0),
+    "left": (0.0, 0.5),
+    "center": (0.5, 0.5),
+    "right": (1.0, 0.5),
+    "bottom_left": (0.0, 1.0),
+    "bottom": (0.5, 1.0),
+    "bottom_right": (1.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class CompositeConfig:
+    """params.yaml [augment] geometry and counts."""
+
+    out_size: tuple[int, int] = (448, 448)  # composite (H, W); an int means a square
+    grids: tuple[str, ...] = tuple(GRIDS)  # Mosaic layouts, GRIDS keys
+    fusion_scale: tuple[float, float] = (0.3, 0.5)  # inset size / host size, drawn uniformly
+    fusion_placements: tuple[str, ...] = tuple(PLACEMENTS)  # PLACEMENTS keys
+    fusion_margin: float = 0.04  # inset gap to the host's edge, × host size
+    min_visible: float = 0.3  # drop a fusion whose host keeps less of its mask than this
+    min_mask_pixels: int = 16  # drop a composite where any object's mask is smaller
+    position_margin: float = 0.05  # absolute words: centre clear of the middle by this
+    relation_margin: float = 0.1  # relative words: centres apart by this (normalised)
+    fill: int = 114  # letterbox grey
+    seed: int = 0  # seeds the plan; each composite gets its own seed from it
+    n_mosaic: int = 1000  # Mosaic composites to plan
+    n_fusion: int = 1000  # fusion composites to plan
+
+    def __post_init__(self) -> None:
+        if isinstance(self.out_size, int):
+            object.__setattr__(self, "out_size", (self.out_size, self.out_size))
+        if len(self.out_size) != 2 or min(self.out_size) < 16:
+            raise ValueError(f"out_size {self.out_size!r}: give (H, W) of at least 16 pixels")
+        bad = [g for g in self.grids if g not in GRIDS] + [
+            p for p in self.fusion_placements if p not in PLACEMENTS
+        ]
+        if bad:
+            raise ValueError(f"unknown grid/placement {bad}: use {list(GRIDS)}, {list(PLACEMENTS)}")
+        low, high = self.fusion_scale
+        if not 0 < low <= high < 1:
+            raise ValueError(f"fusion_scale {self.fusion_scale!r}: need 0 < low <= high < 1")
+        if self.n_mosaic < 0 or self.n_fusion < 0:
+            raise ValueError("n_mosaic and n_fusion must be non-negative")
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    """One pseudo-labelled D_sem sample: an image and its single object."""
+
+    sample_id: str
+    image: np.ndarray  # (H, W, 3) uint8
+    mask_rle: str  # COCO RLE counts at (H, W)
+    class_name: str
+    points: Sequence[Point]  # normalised by the source's W, H
+
+
+@dataclass(frozen=True)
+class CompositeObject:
+    """One object of a composite with its transformed pseudo-label."""
+
+    source_sample_id: str
+    class_name: str
+    mask_rle: str  # COCO RLE counts at `size`
+    size: tuple[int, int]  # (H, W) of the composite, the RLE's size
+    bbox: tuple[float, float, float, float]  # xywh of the mask, pixels
+    points: tuple[Point, ...]  # normalised by the composite's W, H; label = mask at the point
+    paste_box: Box  # where the source image was pasted, xywh
+    referent: int = 0  # c: 1 for the object the expression denotes
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A materialised composite sample."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    kind: str  # "mosaic" | "fusion"
+    objects: list[CompositeObject]
+    expression: str
+    referent_index: int
+    expression_spec: ExpressionSpec
+
+
+@dataclass(frozen=True)
+class CompositeSpec:
+    """A planned composite: everything but the pixels, cheap to ship to a shard worker."""
+
+    composite_id: str  # "{kind}/{index:06d}"
+    kind: str
+    source_ids: tuple[str, ...]  # Mosaic: tiles row-major; fusion: (host, inset)
+    layout: str  # Mosaic: a GRIDS key; fusion: a PLACEMENTS key
+    scale: float  # fusion inset scale (1.0 for Mosaic)
+    referent: int  # index into source_ids
+    seed: int  # seeds the render's own draws
+
+
+def decode(counts: str, hw: tuple[int, int]) -> np.ndarray:
+    """COCO RLE counts at (H, W) → (H, W) bool."""
+    # Not pipeline.stages.masks.decode_rle: that module imports torch and SAM.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        rle = {"size": [int(hw[0]), int(hw[1])], "counts": counts.encode("ascii")}
+        return mask_utils.decode(rle).astype(bool)
+
+
+def _encode(mask: np.ndarray) -> tuple[str, tuple[float, float, float, float]]:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    bbox = tuple(float(v) for v in mask_utils.toBbox(rle))
+    return rle["counts"].decode("ascii"), bbox  # type: ignore[return-value]
+
+
+def letterbox(src_hw: tuple[int, int], box: Box) -> Box:
+    """The largest aspect-keeping rectangle of a (H, W) source centred in an xywh box."""
+    bx, by, bw, bh = box
+    scale = min(bw / src_hw[1], bh / src_hw[0])
+    w = min(bw, max(1, round(src_hw[1] * scale)))
+    h = min(bh, max(1, round(src_hw[0] * scale)))
+    return bx + (bw - w) // 2, by + (bh - h) // 2, w, h
+
+
+def tiles(grid: str, hw: tuple[int, int]) -> list[Box]:
+    """The grid's tiles (xywh) row-major; edges rounded so the tiles cover the canvas exactly."""
+    rows, cols = GRIDS[grid]
+    ys = [round(r * hw[0] / rows) for r in range(rows + 1)]
+    xs = [round(c * hw[1] / cols) for c in range(cols + 1)]
+    return [
+        (xs[c], ys[r], xs[c + 1] - xs[c], ys[r + 1] - ys[r])
+        for r in range(rows)
+        for c in range(cols)
+    ]
+
+
+def paste(src: SourceObject, box: Box, canvas: np.ndarray) -> np.ndarray:
+    """Paste the source resized to `box` into `canvas` (in place); return its (H, W) mask there."""
+    x, y, w, h = box
+    src_hw = src.image.shape[:2]
+    canvas[y : y + h, x : x + w] = np.asarray(
+        Image.fromarray(src.image).resize((w, h), Image.Resampling.BILINEAR)
+    )
+    small = Image.fromarray(decode(src.mask_rle, src_hw).astype(np.uint8) * 255)
+    mask = np.zeros(canvas.shape[:2], bool)
+    mask[y : y + h, x : x + w] = np.asarray(small.resize((w, h), Image.Resampling.NEAREST)) > 0
+    return mask
+
+
+def transform_points(points: Sequence[Point], box: Box, mask: np.ndarray) -> tuple[Point, ...]:
+    """Map source points into `box`, keep those inside the canvas, re-label them against `mask`.
+
+    A point's label is mask[min(floor(y·H), H-1), min(floor(x·W), W-1)] read from its normalised
+    coordinates after rounding them to float32 (the store's point type), so the rule holds
+    exactly for the stored values, boundary pixels included.
+    """
+    x0, y0, w, h = box
+    height, width = mask.shape
+    out = []
+    for px, py, _ in points:
+        x = float(np.float32((x0 + px * w) / width))  # continuous: 0 = left edge of pixel 0
+        y = float(np.float32((y0 + py * h) / height))
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            continue
+        label = int(mask[min(int(y * height), height - 1), min(int(x * width), width - 1)])
+        out.append((x, y, label))
+    return tuple(out)
+
+
+def _assemble(
+    kind: str,
+    canvas: np.ndarray,
+    placed: list[tuple[SourceObject, np.ndarray, Box]],
+    referent: int,
+    options: list[ExpressionSpec],
+    margin: float,
+    cfg: CompositeConfig,
+    rng: np.random.Generator,
+) -> Composite | None:
+    """Encode the placed objects, pick an unambiguous expression, mark the referent."""
+    hw = canvas.shape[:2]
+    objects = []
+    for src, mask, box in placed:
+        if mask.sum() < cfg.min_mask_pixels:
+            log.debug(
+                "%s: %s's mask is under %d px; skipped", kind, src.sample_id, cfg.min_mask_pixels
+            )
+            return None
+        counts, bbox = _encode(mask)
+        points = transform_points(src.points, box, mask)
+        objects.append(
+            CompositeObject(src.sample_id, src.class_name, counts, hw, bbox, points, box)
+        )
+    spec = choose_expression(options, objects, referent, margin, rng)
+    if spec is None:
+        log.debug("%s: no unambiguous expression for %s", kind, placed[referent][0].sample_id)
+        return None
+    objects[referent] = dataclasses.replace(objects[referent], referent=1)
+    return Composite(canvas, kind, objects, spec.text, referent, spec)
+
+
+def make_mosaic(
+    objects: Sequence[SourceObject],
+    grid: str,
+    cfg: CompositeConfig,
+    rng: np.random.Generator,
+    referent: int | None = None,
+) -> Composite | None:
+    """Letterbox one source per tile of `grid`; the expression names the referent's tile.
+
+    Returns None when an object's mask is too small or no expression is unambiguous.
+    """
+    rows, cols = GRIDS[grid]
+    if len(objects) != rows * cols:
+        raise ValueError(f"grid {grid} takes {rows * cols} objects, got {len(objects)}")
+    if referent is None:
+        referent = int(rng.integers(len(objects)))
+    canvas = np.full((*cfg.out_size, 3), cfg.fill, np.uint8)
+    placed = []
+    for src, tile in zip(objects, tiles(grid, cfg.out_size), strict=True):
+        box = letterbox(src.image.shape[:2], tile)
+        placed.append((src, paste(src, box, canvas), box))
+    row, col = divmod(referent, cols)
+    options = absolute_options(
+        class_noun(objects[referent].class_name),
+        row if rows > 1 else None,
+        col if cols > 1 else None,
+    )
+    return _assemble("mosaic", canvas, placed, referent, options, cfg.position_margin, cfg, rng)
+
+
+def inset_box(
+    host_box: Box, inset_hw: tuple[int, int], scale: float, placement: str, margin: float
+) -> Box:
+    """The inset's xywh: fit in `scale` × the host's box, placed at `placement` with a margin."""
+    hx, hy, hw, hh = host_box
+    _, _, w, h = letterbox(inset_hw, (0, 0, max(1, round(scale * hw)), max(1, round(scale * hh))))
+    mx, my = round(margin * hw), round(margin * hh)
+    fx, fy = PLACEMENTS[placement]
+    x = hx + mx + round(fx * max(0, hw - 2 * mx - w))
+    y = hy + my + round(fy * max(0, hh - 2 * my - h))
+    return x, y, w, h
+
+
+def make_fusion(
+    host: SourceObject,
+    inset: SourceObject,
+    cfg: CompositeConfig,
+    rng: np.random.Generator,
+    placement: str | None = None,
+    scale: float | None = None,
+    referent: int | None = None,
+) -> Composite | None:
+    """Paste `inset` over `host`; the expression relates the referent (0 host, 1 inset) to the
+    other.
+
+    Returns None when the host keeps less than cfg.min_visible of its mask, a mask is too small,
+    or no relation holds clearly and unambiguously.
+    """
+    if placement is None:
+        placement = cfg.fusion_placements[int(rng.integers(len(cfg.fusion_placements)))]
+    if scale is None:
+        scale = float(rng.uniform(*cfg.fusion_scale))
+    if referent is None:
+        referent = int(rng.integers(2))
+    canvas = np.full((*cfg.out_size, 3), cfg.fill, np.uint8)
+    host_box = letterbox(host.image.shape[:2], (0, 0, cfg.out_size[1], cfg.out_size[0]))
+    host_mask = paste(host, host_box, canvas)
+    box = inset_box(host_box, inset.image.shape[:2], scale, placement, cfg.fusion_margin)
+    inset_mask = paste(inset, box, canvas)
+    full = int(host_mask.sum())
+    x, y, w, h = box
+    host_mask[y : y + h, x : x + w] = False  # the inset covers these host pixels
+    if full == 0 or host_mask.sum() < cfg.min_visible * full:
+        log.debug(
+            "fusion: %s keeps under %.0f%% of its mask", host.sample_id, 100 * cfg.min_visible
+        )
+        return None
+    placed = [(host, host_mask, host_box), (inset, inset_mask, box)]
+    subject, anchor = placed[referent][0], placed[1 - referent][0]
+    options = relative_options(class_noun(subject.class_name), class_noun(anchor.class_name))
+    return _assemble("fusion", canvas, placed, referent, options, cfg.relation_margin, cfg, rng)
+
+
+def plan_composites(source_ids: Sequence[str], cfg: CompositeConfig) -> list[CompositeSpec]:
+    """cfg.n_mosaic Mosaic then cfg.n_fusion fusion specs, drawn from cfg.seed.
+
+    Sources are sorted first, so the plan does not depend on their order; Mosaic and fusion draw
+    from separate streams, so changing one count leaves the other kind's specs unchanged.
+    """
+    ids = sorted(source_ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError("source ids must be unique")
+    grids = [g for g in cfg.grids if GRIDS[g][0] * GRIDS[g][1] <= len(ids)]
+    if (cfg.n_mosaic and not grids) or (cfg.n_fusion and len(ids) < 2):
+        raise ValueError(
+            f"{len(ids)} source(s) are too few for grids {list(cfg.grids)} / fusion; "
+            "add D_sem samples or set n_mosaic / n_fusion to 0"
+        )
+    specs = []
+    for kind_index, kind, count in ((0, "mosaic", cfg.n_mosaic), (1, "fusion", cfg.n_fusion)):
+        rng = np.random.default_rng([cfg.seed, kind_index])
+        for index in range(count):
+            if kind == "mosaic":
+                layout = grids[int(rng.integers(len(grids)))]
+                k, scale = GRIDS[layout][0] * GRIDS[layout][1], 1.0
+            else:
+                layout = cfg.fusion_placements[int(rng.integers(len(cfg.fusion_placements)))]
+                k, scale = 2, float(rng.uniform(*cfg.fusion_scale))
+            chosen = rng.choice(len(ids), size=k, replace=False)
+            specs.append(
+                CompositeSpec(
+                    composite_id=f"{kind}/{index:06d}",
+                    kind=kind,
+                    source_ids=tuple(ids[i] for i in chosen),
+                    layout=layout,
+                    scale=scale,
+                    referent=int(rng.integers(k)),
+                    seed=int(rng.integers(2**63)),
+                )
+            )
+    return specs
+
+
+def render_composite(
+    spec: CompositeSpec, load_source: Callable[[str], SourceObject], cfg: CompositeConfig
+) -> Composite | None:
+    """Materialise a planned composite; None when its geometry gives no valid sample."""
+    rng = np.random.default_rng(spec.seed)
+    sources = [load_source(sid) for sid in spec.source_ids]
+    if spec.kind == "mosaic":
+        return make_mosaic(sources, spec.layout, cfg, rng, referent=spec.referent)
+    host, inset = sources
+    return make_fusion(
+        host, inset, cfg, rng, placement=spec.layout, scale=spec.scale, referent=spec.referent
+    )

@@ -1,0 +1,72 @@
+"""`ppt-labels eval-labels`: score a store's pseudo-labels against ground truth (DESIGN §7).
+
+Two rows, both per (referent, sentence) sample at the image's original size:
+- `H_sem_referent`: the referent candidate (c=1) of every H_sem sample — the labels the trainer
+  takes as given;
+- `best_candidate`: the best-overlapping candidate of every sample (oracle selection) — the ceiling
+  that a perfect Select round could reach with these masks.
+Ground truth is read from the dataset here and nowhere in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from rich.progress import track
+
+from pipeline.datasets import open_dataset
+from pipeline.errors import StoreError
+from pipeline.metrics import RisMeter, rle_intersection_union
+from pipeline.store import LabelStore
+
+log = logging.getLogger(__name__)
+
+
+def _gt_rle(mask: np.ndarray) -> dict[str, Any]:
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+
+
+def evaluate_labels(store_dir: Path, data_root: Path) -> dict[str, dict[str, float]]:
+    """Metrics of the pseudo-labels in `store_dir`, keyed by row name (see module docstring)."""
+    store = LabelStore(store_dir)
+    if "masks" not in store.tables:
+        raise StoreError(f"{store_dir}: no masks table; build the masks stage first")
+    dataset = open_dataset(store.manifest["dataset"], data_root)
+    records = {r.sample_id: r for r in dataset.records()[0]}
+    candidates: dict[str, list[dict[str, Any]]] = {}
+    for cand in store.candidates().to_pylist():
+        candidates.setdefault(cand["sample_id"], []).append(cand)
+
+    referent, best = RisMeter(), RisMeter()
+    gt_cache: dict[int, dict[str, Any] | None] = {}
+    skipped = 0
+    for sample in track(store.samples().to_pylist(), description="eval-labels"):
+        record = records.get(sample["sample_id"])
+        if record is None or record.ann_id < 0:
+            skipped += 1  # no ground truth (ImageNet, composites)
+            continue
+        if record.ann_id not in gt_cache:
+            truth = dataset.ground_truth(record)
+            gt_cache[record.ann_id] = _gt_rle(truth.mask) if truth is not None else None
+        gt = gt_cache[record.ann_id]
+        if gt is None:
+            skipped += 1
+            continue
+        counts = []
+        for cand in candidates.get(sample["sample_id"], []):
+            if cand.get("mask_rle") is None:
+                counts.append((0, int(mask_utils.area(gt))))  # no mask: a miss
+                continue
+            pred = {"size": [sample["height"], sample["width"]], "counts": cand["mask_rle"]}
+            counts.append(rle_intersection_union(pred, gt))
+            if sample.get("subset") == "H_sem" and cand.get("referent") == 1:
+                referent.add_counts(*counts[-1])
+        if counts:
+            best.add_counts(*max(counts, key=lambda c: c[0] / c[1] if c[1] else 0.0))
+    if skipped:
+        log.info("eval-labels: %d samples without ground truth skipped", skipped)
+    return {"H_sem_referent": referent.summarize(), "best_candidate": best.summarize()}

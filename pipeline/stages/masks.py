@@ -1,0 +1,159 @@
+"""Masks: each candidate's relevance map → SAM point/box prompts → one mask (DESIGN §4).
+
+SAM's mask decoder runs on the image embedding the encode stage cached (no image is encoded
+again), through an unmodified `SamPredictor` whose image state is set from the cache. The
+prompting rule is `pipeline.prompting`'s (params.yaml masks.rule). Each mask is stored as COCO
+RLE counts at the image's original size, with its box, SAM's predicted IoU and its agreement with
+the relevance map (the soft IoU of `pipeline.prompting.agreement`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from pycocotools import mask as mask_utils
+from segment_anything import SamPredictor
+
+from pipeline import config as config_io
+from pipeline import schemas, shards
+from pipeline.prompting import PROMPT_RULES, prompt_mask
+from pipeline.stage import ShardOutput, ShardTask, StageSpec
+from pipeline.stages import encode
+
+DEFAULT_RULE = "box_points"  # bench/prompting_rules.py: best on gt-box and gt-mask maps alike
+
+
+@dataclass(frozen=True)
+class MasksConfig:
+    """params.yaml [masks]."""
+
+    rule: str = DEFAULT_RULE  # pipeline.prompting.PROMPT_RULES key: box_points, clip_surgery, ...
+
+    def __post_init__(self) -> None:
+        if self.rule not in PROMPT_RULES:
+            raise ValueError(f"rule {self.rule!r}: choose one of {', '.join(PROMPT_RULES)}")
+
+
+def read_config(section: dict[str, Any]) -> dict[str, Any]:
+    """Validate the [masks] section."""
+    return config_io.to_dict(config_io.from_section(MasksConfig, section, "masks"))
+
+
+def encode_rle(mask: np.ndarray) -> tuple[str, list[float]]:
+    """(H, W) bool mask → COCO RLE counts (str) and its box (COCO xywh)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    bbox = [float(v) for v in mask_utils.toBbox(rle)]
+    return rle["counts"].decode("ascii"), bbox
+
+
+def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
+    """COCO RLE counts at (height, width) → (H, W) bool mask."""
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x's decode trips numpy 2's copy-keyword deprecation; harmless here.
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        rle = {"size": [int(height), int(width)], "counts": counts.encode("ascii")}
+        return mask_utils.decode(rle).astype(bool)
+
+
+def cached_predictor(
+    predictor: SamPredictor, embedding: np.ndarray, original: tuple[int, int], resized: tuple
+) -> SamPredictor:
+    """Give `predictor` the state `set_image` would leave, from a cached (256, 64, 64) embedding.
+
+    original: the image's (H, W); resized: SAM's input (h, w) before padding.
+    """
+    predictor.reset_image()
+    predictor.features = torch.from_numpy(embedding.astype(np.float32))[None].to(
+        predictor.device
+    )  # (1, 256, 64, 64)
+    predictor.original_size = tuple(int(v) for v in original)
+    predictor.input_size = tuple(int(v) for v in resized)
+    predictor.is_image_set = True
+    return predictor
+
+
+def run_shard(task: ShardTask) -> ShardOutput:
+    """Prompt SAM for every candidate that has a relevance map; one row per candidate."""
+    import zarr
+
+    cfg = config_io.from_section(MasksConfig, task.config, "masks")
+    samples = {s["sample_id"]: s for s in shards.read_parquet(task.inputs["ingest"]).to_pylist()}
+    images = {r["image_sha256"]: r for r in shards.read_parquet(task.inputs["encode"]).to_pylist()}
+    embeddings = zarr.open_group(str(Path(task.inputs["encode"]).with_suffix(".zarr")), mode="r")
+    maps = zarr.open_group(str(Path(task.inputs["attention"]).with_suffix(".zarr")), mode="r")
+    relevance = maps["relevance"][...]  # (n_candidates, G, G) f16
+    cands = shards.read_parquet(task.inputs["attention"]).to_pylist()
+
+    sam = encode.sam_for(encode.upstream_config(task.inputs["encode"]))
+    encode.check_weights(dict(embeddings.attrs)["sam"], sam, f"SAM {sam.variant}")
+    predictor = SamPredictor(sam.model)
+    with encode.reproducible_threads():
+        results = _prompt_all(cfg.rule, cands, samples, images, embeddings, relevance, predictor)
+    keys = [(c["sample_id"], c["cand_idx"]) for c in cands]  # the attention table's order
+    rows = [results[k] for k in keys]
+    table = pa.table(
+        {
+            "sample_id": [k[0] for k in keys],
+            "cand_idx": [k[1] for k in keys],
+            "mask_rle": [r[0] for r in rows],
+            "bbox": [r[1] for r in rows],
+            "sam_score": [r[2] for r in rows],
+            "relevance_score": [r[3] for r in rows],
+        },
+        schema=schemas.MASKS,
+    )
+    return ShardOutput(table)
+
+
+def _prompt_all(
+    rule: str,
+    cands: list[dict[str, Any]],
+    samples: dict[str, dict[str, Any]],
+    images: dict[str, dict[str, Any]],
+    embeddings: Any,
+    relevance: np.ndarray,
+    predictor: SamPredictor,
+) -> dict[tuple[str, int], tuple[str, list[float], float, float]]:
+    """(sample_id, cand_idx) → (RLE counts, xywh box, SAM score, agreement) for every candidate.
+
+    embeddings: encode's Zarr group; relevance: (n_candidates, G, G) maps indexed by array_row.
+    """
+
+    def image_of(cand: dict[str, Any]) -> str:
+        return samples[cand["sample_id"]]["image_sha256"]
+
+    results: dict[tuple[str, int], tuple[str, list[float], float, float]] = {}
+    # Candidates grouped by image: the predictor's image state is set once per image.
+    for digest, group in itertools.groupby(sorted(cands, key=image_of), key=image_of):
+        image = images[digest]
+        size = (image["height"], image["width"])
+        embedding = embeddings["sam_embedding"][image["array_row"]]  # (256, 64, 64)
+        cached_predictor(predictor, embedding, size, (image["input_height"], image["input_width"]))
+        # Equal maps on one image give equal masks (the rule is deterministic): an oracle map
+        # is shared by every candidate and sentence of a referent, a CLIP map by equal phrases.
+        by_map: dict[bytes, tuple[str, list[float], float, float]] = {}
+        for cand in group:
+            grid_map = relevance[cand["array_row"]]  # (G, G) f16
+            key = grid_map.tobytes()
+            if key not in by_map:
+                result = prompt_mask(rule, grid_map.astype(np.float32), predictor, size)
+                by_map[key] = (*encode_rle(result.mask), result.score, result.agreement)
+            results[(cand["sample_id"], cand["cand_idx"])] = by_map[key]
+    return results
+
+
+SPEC = StageSpec(
+    name="masks",
+    table="masks",
+    inputs=("ingest", "encode", "attention"),
+    schema=schemas.MASKS,
+    run_shard=run_shard,
+    read_config=read_config,
+)
