@@ -60,6 +60,13 @@ ClipModelOpt = Annotated[
     str | None,
     typer.Option("--clip-model", help="open_clip architecture, e.g. ViT-B-16 (--relevance clip)."),
 ]
+ClipPretrainedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--clip-pretrained",
+        help="open_clip pretrained tag (e.g. openai); downloads, so only where online.",
+    ),
+]
 ClipCheckpointOpt = Annotated[
     Path | None, typer.Option("--clip-checkpoint", help="open_clip state dict (--relevance clip).")
 ]
@@ -88,6 +95,7 @@ def _options(
     clip_checkpoint: Path | None,
     allow_random_weights: bool,
     relevance: str | None,
+    clip_pretrained: str | None = None,
 ) -> dict[str, object]:
     """Command-line model settings for `StageContext.options`; None = use params.yaml."""
     if relevance is not None and relevance not in RELEVANCE_SOURCES:
@@ -99,6 +107,7 @@ def _options(
         "sam_checkpoint": str(sam_checkpoint) if sam_checkpoint else None,
         "clip_model": clip_model,
         "clip_checkpoint": str(clip_checkpoint) if clip_checkpoint else None,
+        "clip_pretrained": clip_pretrained,
         "allow_random_weights": True if allow_random_weights else None,
         "relevance": relevance,
     }
@@ -174,6 +183,7 @@ def build(
     sam_checkpoint: SamCheckpointOpt = None,
     clip_model: ClipModelOpt = None,
     clip_checkpoint: ClipCheckpointOpt = None,
+    clip_pretrained: ClipPretrainedOpt = None,
     allow_random_weights: RandomWeightsOpt = False,
     relevance: RelevanceOpt = None,
 ) -> None:
@@ -184,7 +194,13 @@ def build(
     root = _data_root(dataset, data_root)
     out = out or Path("labels") / dataset
     options = _options(
-        sam, sam_checkpoint, clip_model, clip_checkpoint, allow_random_weights, relevance
+        sam,
+        sam_checkpoint,
+        clip_model,
+        clip_checkpoint,
+        allow_random_weights,
+        relevance,
+        clip_pretrained,
     )
     with open_executor(dask) as executor:
         manifest = run_build(
@@ -212,6 +228,7 @@ def stage(
     sam_checkpoint: SamCheckpointOpt = None,
     clip_model: ClipModelOpt = None,
     clip_checkpoint: ClipCheckpointOpt = None,
+    clip_pretrained: ClipPretrainedOpt = None,
     allow_random_weights: RandomWeightsOpt = False,
     relevance: RelevanceOpt = None,
 ) -> None:
@@ -235,7 +252,13 @@ def stage(
         data_root=_data_root(dataset, data_root),
         params=_params(params, splits),
         options=_options(
-            sam, sam_checkpoint, clip_model, clip_checkpoint, allow_random_weights, relevance
+            sam,
+            sam_checkpoint,
+            clip_model,
+            clip_checkpoint,
+            allow_random_weights,
+            relevance,
+            clip_pretrained,
         ),
     )
     store.mkdir(parents=True, exist_ok=True)

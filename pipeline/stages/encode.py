@@ -53,6 +53,8 @@ class EncodeConfig:
     clip: bool = False  # also cache CLIP dense features: attention.source clip needs them
     clip_model: str = "ViT-B-16"  # open_clip architecture [--clip-model]
     clip_checkpoint: str | None = None  # open_clip state dict [--clip-checkpoint]
+    clip_pretrained: str | None = None  # open_clip pretrained tag, online only [--clip-pretrained]
+    model_cache: str | None = None  # download dir for pretrained tags and SAM's official weights
     clip_input_size: int = 448  # CLIP input side S; relevance grid G = S / patch (ViT-B-16: 28)
     clip_vv_blocks: int | None = None  # CLIP Surgery v-v blocks; None = half the blocks (ViT-B: 6)
     allow_random_weights: bool = False  # tests and demos only; stamped "random-init"
@@ -74,6 +76,7 @@ OPTION_KEYS = {
     "sam_checkpoint": "sam_checkpoint",
     "clip_model": "clip_model",
     "clip_checkpoint": "clip_checkpoint",
+    "clip_pretrained": "clip_pretrained",
     "allow_random_weights": "allow_random_weights",
 }
 
@@ -131,31 +134,53 @@ def resolve_device(device: str) -> torch.device:
 
 
 @functools.lru_cache(maxsize=2)
-def load_sam(variant: str, checkpoint: str | None, allow_random: bool, device: str) -> FrozenSam:
-    """A frozen SAM, built once per process for each (variant, checkpoint, flag, device)."""
+def load_sam(
+    variant: str, checkpoint: str | None, allow_random: bool, device: str, cache: str | None = None
+) -> FrozenSam:
+    """A frozen SAM, built once per process for each (variant, checkpoint, flag, device, cache)."""
     path = Path(checkpoint) if checkpoint else None
-    return build_sam(variant, path, allow_random=allow_random, device=device)
+    cache_dir = Path(cache) if cache else None
+    return build_sam(variant, path, allow_random=allow_random, cache_dir=cache_dir, device=device)
 
 
 @functools.lru_cache(maxsize=2)
-def load_clip(name: str, checkpoint: str | None, allow_random: bool, device: str) -> FrozenClip:
-    """A frozen CLIP, built once per process for each (name, checkpoint, flag, device)."""
+def load_clip(
+    name: str,
+    checkpoint: str | None,
+    allow_random: bool,
+    device: str,
+    pretrained: str | None = None,
+    cache: str | None = None,
+) -> FrozenClip:
+    """A frozen CLIP, built once per process for each distinct set of arguments."""
     path = Path(checkpoint) if checkpoint else None
-    return build_clip(name, path, allow_random=allow_random, device=device)
+    cache_dir = Path(cache) if cache else None
+    return build_clip(
+        name, path, pretrained, allow_random=allow_random, cache_dir=cache_dir, device=device
+    )
 
 
 def sam_for(cfg: EncodeConfig) -> FrozenSam:
     """The (cached) SAM that `cfg` names."""
     path = resolve_checkpoint(cfg.sam_checkpoint, "--sam-checkpoint / encode.sam_checkpoint")
     device = str(resolve_device(cfg.device))
-    return load_sam(cfg.sam_variant, path and str(path), cfg.allow_random_weights, device)
+    return load_sam(
+        cfg.sam_variant, path and str(path), cfg.allow_random_weights, device, cfg.model_cache
+    )
 
 
 def clip_for(cfg: EncodeConfig) -> FrozenClip:
     """The (cached) CLIP that `cfg` names."""
     path = resolve_checkpoint(cfg.clip_checkpoint, "--clip-checkpoint / encode.clip_checkpoint")
     device = str(resolve_device(cfg.device))
-    return load_clip(cfg.clip_model, path and str(path), cfg.allow_random_weights, device)
+    return load_clip(
+        cfg.clip_model,
+        path and str(path),
+        cfg.allow_random_weights,
+        device,
+        cfg.clip_pretrained,
+        cfg.model_cache,
+    )
 
 
 def _no_weights(model: str, flag: str, key: str) -> ConfigError:
@@ -169,14 +194,20 @@ def read_config(section: dict[str, Any]) -> dict[str, Any]:
     """Validate [encode]; adds the weights' identity so that new weights re-encode."""
     cfg = config_io.from_section(EncodeConfig, section, "encode")
     sam_path = resolve_checkpoint(cfg.sam_checkpoint, "--sam-checkpoint / encode.sam_checkpoint")
-    if sam_path is None and not cfg.allow_random_weights:
+    # With a model_cache, build_sam fetches SAM's official checkpoint (online only).
+    if sam_path is None and not (cfg.allow_random_weights or cfg.model_cache):
         raise _no_weights(f"SAM {cfg.sam_variant}", "--sam-checkpoint", "sam_checkpoint")
-    weights = {"sam": weights_id(sam_path)}
+    official = sam_path is None and cfg.model_cache
+    weights = {"sam": f"official:{cfg.sam_variant}" if official else weights_id(sam_path)}
     if cfg.clip:
         clip_path = resolve_checkpoint(cfg.clip_checkpoint, "--clip-checkpoint")
-        if clip_path is None and not cfg.allow_random_weights:
+        if clip_path is None and not (cfg.allow_random_weights or cfg.clip_pretrained):
             raise _no_weights(f"CLIP {cfg.clip_model}", "--clip-checkpoint", "clip_checkpoint")
-        weights["clip"] = weights_id(clip_path)
+        weights["clip"] = (
+            weights_id(clip_path)
+            if clip_path or not cfg.clip_pretrained
+            else f"openclip:{cfg.clip_pretrained}"
+        )
     return {**config_io.to_dict(cfg), "weights": weights}
 
 
