@@ -26,8 +26,8 @@ from pipeline.datasets import open_dataset
 from pipeline.executor import InProcessExecutor
 from pipeline.prompting import prompt_mask
 from pipeline.relevance import oracle_map
+from pipeline.rle import encode_rle
 from pipeline.stages import encode
-from pipeline.stages.masks import encode_rle
 from pipeline.store import LabelStore
 
 TEXT_STAGES = ("ingest", "phrases", "split")

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from pipeline.composite_text import (
     ExpressionSpec,
@@ -38,6 +36,7 @@ from pipeline.composite_text import (
     relative_options,
 )
 from pipeline.imagenet import class_noun
+from pipeline.rle import decode_rle, encode_rle
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +145,7 @@ class CompositeSpec:
 
 def decode(counts: str, hw: tuple[int, int]) -> np.ndarray:
     """COCO RLE counts at (H, W) → (H, W) bool."""
-    # Not pipeline.stages.masks.decode_rle: that module imports torch and SAM.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
-        rle = {"size": [int(hw[0]), int(hw[1])], "counts": counts.encode("ascii")}
-        return mask_utils.decode(rle).astype(bool)
-
-
-def _encode(mask: np.ndarray) -> tuple[str, tuple[float, float, float, float]]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    bbox = tuple(float(v) for v in mask_utils.toBbox(rle))
-    return rle["counts"].decode("ascii"), bbox  # type: ignore[return-value]
+    return decode_rle(counts, hw[0], hw[1])
 
 
 def letterbox(src_hw: tuple[int, int], box: Box) -> Box:
@@ -232,7 +221,7 @@ def _assemble(
                 "%s: %s's mask is under %d px; skipped", kind, src.sample_id, cfg.min_mask_pixels
             )
             return None
-        counts, bbox = _encode(mask)
+        counts, bbox = encode_rle(mask)
         points = transform_points(src.points, box, mask)
         objects.append(
             CompositeObject(src.sample_id, src.class_name, counts, hw, bbox, points, box)

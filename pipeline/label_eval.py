@@ -14,20 +14,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pycocotools import mask as mask_utils
 from rich.progress import track
 
 from pipeline.datasets import open_dataset
 from pipeline.errors import StoreError
 from pipeline.metrics import RisMeter, rle_intersection_union
+from pipeline.rle import encode_rle, to_rle
 from pipeline.store import LabelStore
 
 log = logging.getLogger(__name__)
-
-
-def _gt_rle(mask: np.ndarray) -> dict[str, Any]:
-    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
 
 
 def evaluate_labels(store_dir: Path, data_root: Path) -> dict[str, dict[str, float]]:
@@ -51,7 +47,9 @@ def evaluate_labels(store_dir: Path, data_root: Path) -> dict[str, dict[str, flo
             continue
         if record.ann_id not in gt_cache:
             truth = dataset.ground_truth(record)
-            gt_cache[record.ann_id] = _gt_rle(truth.mask) if truth is not None else None
+            gt_cache[record.ann_id] = (
+                to_rle(encode_rle(truth.mask)[0], *truth.mask.shape) if truth is not None else None
+            )
         gt = gt_cache[record.ann_id]
         if gt is None:
             skipped += 1
@@ -61,7 +59,7 @@ def evaluate_labels(store_dir: Path, data_root: Path) -> dict[str, dict[str, flo
             if cand.get("mask_rle") is None:
                 counts.append((0, int(mask_utils.area(gt))))  # no mask: a miss
                 continue
-            pred = {"size": [sample["height"], sample["width"]], "counts": cand["mask_rle"]}
+            pred = to_rle(cand["mask_rle"], sample["height"], sample["width"])
             counts.append(rle_intersection_union(pred, gt))
             if sample.get("subset") == "H_sem" and cand.get("referent") == 1:
                 referent.add_counts(*counts[-1])

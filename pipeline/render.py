@@ -22,6 +22,7 @@ from PIL import Image
 
 from pipeline import shards
 from pipeline.errors import DatasetError
+from pipeline.rle import decode_rle
 from pipeline.store import LabelStore
 
 log = logging.getLogger(__name__)
@@ -53,14 +54,6 @@ def choose_samples(
     return [rows[i] for i in sorted(order)]
 
 
-def decode_mask(rle_counts: str, height: int, width: int) -> np.ndarray:
-    """A COCO RLE (counts string) at the image's original size → (H, W) bool."""
-    from pycocotools import mask as mask_utils
-
-    rle = {"size": [height, width], "counts": rle_counts.encode()}
-    return mask_utils.decode(rle).astype(bool)
-
-
 def draw_sample(
     ax: Any,
     image: np.ndarray,
@@ -80,7 +73,7 @@ def draw_sample(
         colour = PALETTE[cand["cand_idx"] % len(PALETTE)]
         rgb = np.array(matplotlib.colors.to_rgb(colour))
         if cand.get("mask_rle"):
-            mask = decode_mask(cand["mask_rle"], height, width)
+            mask = decode_rle(cand["mask_rle"], height, width)
             overlay = np.zeros((height, width, 4))
             overlay[mask] = (*rgb, 0.35)
             ax.imshow(overlay)

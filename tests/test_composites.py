@@ -31,7 +31,7 @@ from pipeline.composites import (
 from pipeline.config import from_section
 from pipeline.errors import ConfigError
 from pipeline.imagenet import class_noun
-from pipeline.stages.masks import encode_rle
+from pipeline.rle import encode_rle
 from pipeline.stages.points import sample_points
 
 

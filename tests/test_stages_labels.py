@@ -34,8 +34,8 @@ from pipeline.models import RANDOM_INIT
 from pipeline.prompting import mask_to_grid
 from pipeline.records import SourceRecord
 from pipeline.relevance import box_to_grid
+from pipeline.rle import decode_rle, encode_rle
 from pipeline.stages import LABEL_STAGES, attention, encode, points
-from pipeline.stages.masks import decode_rle, encode_rle
 from pipeline.store import LabelStore, validate
 
 CLI = str(Path(sys.executable).with_name("ppt-labels"))

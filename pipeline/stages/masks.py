@@ -10,7 +10,6 @@ the relevance map (the soft IoU of `pipeline.prompting.agreement`).
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from pycocotools import mask as mask_utils
 from segment_anything import SamPredictor
 
 from pipeline import config as config_io
 from pipeline import schemas, shards
 from pipeline.prompting import PROMPT_RULES, prompt_mask
+from pipeline.rle import encode_rle
 from pipeline.stage import ShardOutput, ShardTask, StageSpec
 from pipeline.stages import encode
 
@@ -44,22 +43,6 @@ class MasksConfig:
 def read_config(section: dict[str, Any]) -> dict[str, Any]:
     """Validate the [masks] section."""
     return config_io.to_dict(config_io.from_section(MasksConfig, section, "masks"))
-
-
-def encode_rle(mask: np.ndarray) -> tuple[str, list[float]]:
-    """(H, W) bool mask → COCO RLE counts (str) and its box (COCO xywh)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    bbox = [float(v) for v in mask_utils.toBbox(rle)]
-    return rle["counts"].decode("ascii"), bbox
-
-
-def decode_rle(counts: str, height: int, width: int) -> np.ndarray:
-    """COCO RLE counts at (height, width) → (H, W) bool mask."""
-    with warnings.catch_warnings():
-        # pycocotools 2.0.x's decode trips numpy 2's copy-keyword deprecation; harmless here.
-        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
-        rle = {"size": [int(height), int(width)], "counts": counts.encode("ascii")}
-        return mask_utils.decode(rle).astype(bool)
 
 
 def cached_predictor(

@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from pipeline import config as config_io
 from pipeline import schemas, shards
+from pipeline.rle import decode_rle
 from pipeline.stage import ShardOutput, ShardTask, StageSpec
-from pipeline.stages.masks import decode_rle
 
 
 @dataclass(frozen=True)
