@@ -7,9 +7,10 @@ adapter for its kind. Adapters are read-only views of files on disk.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +23,25 @@ class GroundTruth:
 
     mask: np.ndarray  # (H, W) bool at the image's original size
     bbox: tuple[float, float, float, float]  # COCO xywh, pixels
+
+
+@dataclass(frozen=True)
+class GivenCandidate:
+    """A candidate whose phrase, referent flag and pseudo-label the dataset already holds.
+
+    Composites carry the transformed D_sem labels of their objects; the phrases, split and
+    transfer stages take these instead of parsing the expression and prompting SAM.
+    """
+
+    phrase: str  # the object's class noun
+    start_char: int  # span of the phrase in the expression; -1 where it is not mentioned
+    end_char: int
+    referent: int  # c: 1 for the object the expression denotes, else 0
+    mask_rle: str  # COCO RLE counts at the sample image's (height, width)
+    bbox: tuple[float, float, float, float]  # the mask's box, COCO xywh pixels
+    points: tuple[dict[str, Any], ...]  # {"x", "y", "label"}, x / width and y / height
+    sam_score: float  # of the source pseudo-label
+    relevance_score: float  # of the source pseudo-label
 
 
 class Dataset(Protocol):
@@ -45,10 +65,11 @@ class Dataset(Protocol):
 
 def adapters() -> dict[str, type]:
     """The adapter registry: manifest kind → adapter class (imported here: adapters import us)."""
+    from pipeline.composite_dataset import CompositeDataset
     from pipeline.imagenet import ImageNetDataset
     from pipeline.refer import ReferDataset
 
-    return {"refer": ReferDataset, "imagenet": ImageNetDataset}
+    return {"refer": ReferDataset, "imagenet": ImageNetDataset, "composite": CompositeDataset}
 
 
 def open_dataset(name: str, data_root: Path, manifests_dir: Path | None = None) -> Dataset:
@@ -60,3 +81,9 @@ def open_dataset(name: str, data_root: Path, manifests_dir: Path | None = None) 
 
     manifest = load_manifest(name, manifests_dir)
     return adapters()[manifest.kind](manifest, Path(data_root))
+
+
+@functools.lru_cache(maxsize=4)
+def cached_dataset(name: str, data_root: str) -> Dataset:
+    """`open_dataset`, once per process: stages that read annotations per shard share one parse."""
+    return open_dataset(name, Path(data_root))

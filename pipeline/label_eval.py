@@ -11,6 +11,7 @@ Ground truth is read from the dataset here and nowhere in training.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +27,53 @@ from pipeline.store import LabelStore
 log = logging.getLogger(__name__)
 
 
+def ground_truth_rles(
+    store: LabelStore,
+    data_root: Path,
+    dataset: str | None = None,
+    sample_ids: Iterable[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """sample_id → its referent's ground-truth mask, a COCO RLE at the image's original size.
+
+    For every sample of `store` (or only `sample_ids`) that has ground truth in `dataset` (the
+    store's own by default) under `data_root`; samples without it (ImageNet, composites) are
+    absent. The one place evaluation reads ground truth: eval-labels and the trainer share it.
+    """
+    source = open_dataset(dataset or store.manifest["dataset"], data_root)
+    records = {r.sample_id: r for r in source.records()[0]}
+    wanted = store.samples().column("sample_id").to_pylist() if sample_ids is None else sample_ids
+    by_ann: dict[int, dict[str, Any] | None] = {}  # sentences of one referent share its mask
+    out: dict[str, dict[str, Any]] = {}
+    for sample_id in wanted:
+        record = records.get(sample_id)
+        if record is None or record.ann_id < 0:
+            continue
+        if record.ann_id not in by_ann:
+            truth = source.ground_truth(record)
+            by_ann[record.ann_id] = (
+                to_rle(encode_rle(truth.mask)[0], *truth.mask.shape) if truth is not None else None
+            )
+        if by_ann[record.ann_id] is not None:
+            out[sample_id] = by_ann[record.ann_id]
+    return out
+
+
 def evaluate_labels(store_dir: Path, data_root: Path) -> dict[str, dict[str, float]]:
     """Metrics of the pseudo-labels in `store_dir`, keyed by row name (see module docstring)."""
     store = LabelStore(store_dir)
     if "masks" not in store.tables:
         raise StoreError(f"{store_dir}: no masks table; build the masks stage first")
-    dataset = open_dataset(store.manifest["dataset"], data_root)
-    records = {r.sample_id: r for r in dataset.records()[0]}
+    truths = ground_truth_rles(store, data_root)
     candidates: dict[str, list[dict[str, Any]]] = {}
     for cand in store.candidates().to_pylist():
         candidates.setdefault(cand["sample_id"], []).append(cand)
 
     referent, best = RisMeter(), RisMeter()
-    gt_cache: dict[int, dict[str, Any] | None] = {}
     skipped = 0
     for sample in track(store.samples().to_pylist(), description="eval-labels"):
-        record = records.get(sample["sample_id"])
-        if record is None or record.ann_id < 0:
-            skipped += 1  # no ground truth (ImageNet, composites)
-            continue
-        if record.ann_id not in gt_cache:
-            truth = dataset.ground_truth(record)
-            gt_cache[record.ann_id] = (
-                to_rle(encode_rle(truth.mask)[0], *truth.mask.shape) if truth is not None else None
-            )
-        gt = gt_cache[record.ann_id]
+        gt = truths.get(sample["sample_id"])
         if gt is None:
-            skipped += 1
+            skipped += 1  # no ground truth (ImageNet, composites)
             continue
         counts = []
         for cand in candidates.get(sample["sample_id"], []):

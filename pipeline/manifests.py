@@ -1,8 +1,10 @@
 """Dataset manifests: `data_manifests/<name>.yaml` says what a dataset is and where its files lie.
 
-A manifest names the adapter kind ("refer" or "imagenet"), the splits, and the dataset's files
-relative to --data-root, so one adapter serves every dataset of its kind (RefCOCO, RefCOCO+,
-RefCOCOg umd/google and the synthetic set are all "refer" manifests). Variants are data, not code.
+A manifest names the adapter kind ("refer", "imagenet" or "composite"), the splits, and the
+dataset's files relative to --data-root, so one adapter serves every dataset of its kind (RefCOCO,
+RefCOCO+, RefCOCOg umd/google and the synthetic set are all "refer" manifests; a "composite"
+dataset's --data-root is a built D_sem label store whose augment table it reads). Variants are
+data, not code.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ log = logging.getLogger(__name__)
 
 MANIFESTS_DIR = Path(__file__).resolve().parent.parent / "data_manifests"
 
-KINDS = ("refer", "imagenet")
+KINDS = ("refer", "imagenet", "composite")
 LAYOUTS = ("flat", "folders")  # imagenet: classes.json beside the images | one folder per wnid
 
 # Keys each kind must set in its YAML (beyond the common ones), and the ones it may not.
-_KIND_KEYS = {"refer": ("refs", "instances"), "imagenet": ("layout", "classes")}
+_KIND_KEYS = {
+    "refer": ("refs", "instances"),
+    "imagenet": ("layout", "classes"),
+    "composite": ("composites",),
+}
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class DatasetManifest:
     """One dataset as described by its YAML file; paths are POSIX, relative to --data-root."""
 
     name: str  # the YAML file's stem, e.g. "refcoco"; prefixes every sample_id
-    kind: str  # "refer" | "imagenet": which adapter reads it
+    kind: str  # "refer" | "imagenet" | "composite": which adapter reads it
     description: str  # one paragraph for humans: origin, licence, split scheme
     source: str  # SourceRecord.source of its records (refcoco | imagenet | synthetic ...)
     splits: tuple[str, ...]  # every split the dataset defines, in the order builds list them
@@ -41,10 +47,17 @@ class DatasetManifest:
     instances: str = ""  # refer: the COCO instances.json with images, annotations, categories
     layout: str = ""  # imagenet: "flat" (classes.json lists files) | "folders" (a folder per wnid)
     classes: str = ""  # imagenet: classes.json (flat) | wnid → name map, JSON or text (folders)
+    composites: str = ""  # composite: the augment table's directory in the D_sem store
     files: tuple[str, ...] = field(init=False)  # annotation files that must exist (ingest hashes)
 
     def __post_init__(self) -> None:
-        files = (self.refs, self.instances) if self.kind == "refer" else (self.classes,)
+        files = {
+            "refer": (self.refs, self.instances),
+            "imagenet": (self.classes,),
+            # The augment stage's manifest lists its shards' sha256 and config: hashing it
+            # (ingest does) ties the composite store to the exact D_sem augment output.
+            "composite": (f"{self.composites}/_stage.json",),
+        }[self.kind]
         object.__setattr__(self, "files", files)
 
     def path(self, root: Path, relative: str) -> Path:
@@ -120,6 +133,7 @@ def load_manifest(name: str, manifests_dir: Path | None = None) -> DatasetManife
         instances=str(data.get("instances", "")),
         layout=str(data.get("layout", "")),
         classes=str(data.get("classes", "")),
+        composites=str(data.get("composites", "")),
     )
 
 

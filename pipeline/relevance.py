@@ -1,6 +1,6 @@
 """Relevance maps: where in the image a candidate phrase is, as a (G, G) map (DESIGN §4).
 
-The attention stage writes one map per (sample, candidate) from one of three sources:
+The attention stage writes one map per (sample, candidate) from one of four sources:
 
 - "clip": CLIP Surgery — the phrase's text feature against the image's cached dense features,
   with the redundant feature (the empty prompt, or the sample's other phrases) removed
@@ -8,6 +8,9 @@ The attention stage writes one map per (sample, candidate) from one of three sou
 - "gt-mask" / "gt-box": oracles that replace CLIP by the referent's ground truth pooled to the
   same kind of grid (area fraction of each cell covered by the mask or by the filled box): the
   upper bound of the prompting step. Every candidate of a sample gets its referent's map.
+- "centre": a centred prior for object-centric images (ImageNet: one object of the class, in the
+  middle), standing in for CLIP where the paper notes comprehensive responses are easy to get. It
+  needs neither CLIP weights nor ground truth; it knows nothing of the phrase.
 
 Maps follow `pipeline.prompting`'s convention: cell (i, j) covers rows [i·H/G, (i+1)·H/G) and
 columns [j·W/G, (j+1)·W/G) of the original H×W image.
@@ -24,8 +27,20 @@ from pipeline.clip_surgery import phrase_relevance
 from pipeline.datasets import GroundTruth
 from pipeline.prompting import mask_to_grid
 
-SOURCES: tuple[str, ...] = ("clip", "gt-box", "gt-mask")
+SOURCES: tuple[str, ...] = ("clip", "gt-box", "gt-mask", "centre")
 ORACLES: tuple[str, ...] = ("gt-box", "gt-mask")
+
+
+def centre_map(grid: int, sigma: float) -> np.ndarray:
+    """The centre prior (G, G) float32: an isotropic Gaussian at the image centre, peak 1.
+
+    Evaluated at cell centres in normalised image coordinates (x / W, y / H), so `sigma` is a
+    fraction of each side: on a non-square image the prior stretches with the image, as
+    object-centric photos frame their object. Equal for every image: it depends on no pixels.
+    """
+    centres = (np.arange(grid) + 0.5) / grid - 0.5  # (G,) cell centres around 0
+    d2 = centres[:, None] ** 2 + centres[None, :] ** 2  # (G, G)
+    return np.exp(-d2 / (2.0 * sigma**2)).astype(np.float32)
 
 
 def _axis_coverage(lo: float, hi: float, n: int, g: int) -> np.ndarray:

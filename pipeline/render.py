@@ -2,7 +2,10 @@
 
 Each panel shows the image, the expression as its title, the candidate phrases in their colours,
 and whatever later stages added: candidate masks (filled, the referent outlined), point prompts
-(positive ○ green, negative × red) and the relevance heat map.
+(positive ○ green, negative × red) and the relevance heat map. Composites (D_ref, E objects of
+which one is the referent) are drawn as outlines: every object's mask outlined in its colour, the
+referent filled and outlined thick in `REFERENT_COLOUR`, only the referent's points, so the
+expression in the title can be checked against the picture at a glance.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from pipeline.store import LabelStore
 log = logging.getLogger(__name__)
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#9467bd", "#17becf", "#e377c2", "#bcbd22", "#8c564b"]
+REFERENT_COLOUR = "#00ff40"  # composites: the referent's fill and outline
+OUTLINE_SUBSETS = frozenset({"D_ref"})  # subsets drawn as outlines with the referent highlighted
 
 
 def choose_samples(
@@ -69,17 +74,24 @@ def draw_sample(
         shown = np.ma.masked_less(heatmap, 0.05 * float(heatmap.max() or 1.0))
         ax.imshow(shown, cmap="jet", alpha=0.45, extent=(0, width, height, 0))
     legend = []
+    outline = sample.get("subset") in OUTLINE_SUBSETS
     for cand in candidates:
+        is_referent = cand.get("referent") == 1
         colour = PALETTE[cand["cand_idx"] % len(PALETTE)]
+        if outline and is_referent:
+            colour = REFERENT_COLOUR
         rgb = np.array(matplotlib.colors.to_rgb(colour))
         if cand.get("mask_rle"):
             mask = decode_rle(cand["mask_rle"], height, width)
-            overlay = np.zeros((height, width, 4))
-            overlay[mask] = (*rgb, 0.35)
-            ax.imshow(overlay)
-            lw = 2.5 if cand.get("referent") == 1 else 1.0
+            if is_referent or not outline:
+                overlay = np.zeros((height, width, 4))
+                overlay[mask] = (*rgb, 0.35)
+                ax.imshow(overlay)
+            lw = (3.0 if outline else 2.5) if is_referent else 1.5
             ax.contour(mask, levels=[0.5], colors=[colour], linewidths=lw)
-        for point in cand.get("points") or []:
+        # A composite's context points would hide the picture: only the referent's are drawn.
+        points = [] if outline and not is_referent else cand.get("points") or []
+        for point in points:
             x, y = point["x"], point["y"]
             if point["label"]:
                 ax.plot(x * width, y * height, "o", ms=4, mfc="none", mec="lime", mew=1.2)
@@ -113,7 +125,7 @@ def render(
             candidates.setdefault(cand["sample_id"], []).append(cand)
     columns = min(columns, len(samples))
     rows = (len(samples) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 4.8 * rows), squeeze=False)
     for ax in axes.flat[len(samples) :]:
         ax.axis("off")
     for ax, sample in zip(axes.flat, samples, strict=False):
@@ -125,6 +137,21 @@ def render(
     plt.close(fig)
     log.info("wrote %s (%d samples)", out, len(samples))
     return out
+
+
+def render_each(
+    store: LabelStore,
+    samples: list[dict[str, Any]],
+    image_loader: Callable[[dict[str, Any]], np.ndarray],
+    out_dir: Path,
+    heatmaps: Callable[[dict[str, Any]], np.ndarray | None] | None = None,
+) -> list[Path]:
+    """Draw each sample to its own PNG in `out_dir` (named by sample_id, "/" → "_")."""
+    paths = []
+    for sample in samples:
+        name = sample["sample_id"].replace("/", "_") + ".png"
+        paths.append(render(store, [sample], image_loader, Path(out_dir) / name, heatmaps, 1))
+    return paths
 
 
 def relevance_heatmaps(store: LabelStore) -> Callable[[dict[str, Any]], np.ndarray | None]:

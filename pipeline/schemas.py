@@ -66,7 +66,7 @@ ATTENTION = pa.schema(
         ("sample_id", pa.string()),
         ("cand_idx", pa.int32()),
         ("array_row", pa.int32()),  # row of this candidate's (G, G) map in arrays["relevance"]
-        ("relevance_source", pa.string()),  # clip | gt-box | gt-mask
+        ("relevance_source", pa.string()),  # clip | gt-box | gt-mask | centre
     ]
 )
 
@@ -92,6 +92,37 @@ POINTS = pa.schema(
     ]
 )
 
+# One object of a composite: a D_sem sample's pseudo-label transformed into the composite.
+COMPOSITE_OBJECT = pa.struct(
+    [
+        ("source_sample_id", pa.string()),  # the D_sem sample it was pasted from
+        ("phrase", pa.string()),  # its class noun: the candidate phrase of the composite store
+        ("mask_rle", pa.string()),  # COCO RLE counts at the composite's (height, width)
+        ("bbox", pa.list_(pa.float32(), 4)),  # the mask's box, COCO xywh pixels
+        ("points", pa.list_(POINT)),  # the source's points through the same map, re-labelled
+        ("referent", pa.int8()),  # c: 1 for the object the expression denotes
+        ("paste_box", pa.list_(pa.int32(), 4)),  # where the source image went, xywh pixels
+        ("sam_score", pa.float32()),  # of the source pseudo-label
+        ("relevance_score", pa.float32()),  # of the source pseudo-label
+    ]
+)
+
+AUGMENT = pa.schema(
+    [
+        ("composite_id", pa.string()),  # "{kind}/{index:06d}", index in the plan of its kind
+        ("kind", pa.string()),  # mosaic | fusion: the composite store's sample source
+        ("image_path", pa.string()),  # POSIX, relative to the store: augment/images/<id>.<ext>
+        ("image_sha256", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("expression", pa.string()),  # unambiguous for the referent (pipeline/composite_text.py)
+        ("relation", pa.string()),  # the expression's template key: left, top right, above, ...
+        ("layout", pa.string()),  # Mosaic grid ("2x2") or fusion placement ("top_left")
+        ("referent", pa.int32()),  # index of the referent in `objects`
+        ("objects", pa.list_(COMPOSITE_OBJECT)),  # Mosaic: tiles row-major; fusion: host, inset
+    ]
+)
+
 REJECTS = pa.schema(
     [
         ("stage", pa.string()),
@@ -109,4 +140,5 @@ TABLES: dict[str, pa.Schema] = {
     "attention": ATTENTION,
     "masks": MASKS,
     "points": POINTS,
+    "augment": AUGMENT,
 }

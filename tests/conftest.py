@@ -60,3 +60,26 @@ def store_copy(tmp_path: Path, synthetic_store: Path) -> Path:
     dest = tmp_path / "store"
     shutil.copytree(synthetic_store, dest)
     return dest
+
+
+# ImageNet D_sem on a seeded handful of the real sample images (centre prior, real vit_t), with
+# a few composites: cheap enough for the default run, large enough for 2x2 Mosaics and shards.
+IMAGENET_PARAMS = {
+    "ingest": {"shard_size": 4, "max_images": 6},
+    "encode": {"sam_variant": "vit_t", "sam_checkpoint": str(SAM_VIT_T), "batch_size": 2},
+    "attention": {"source": "centre"},
+    "augment": {"n_mosaic": 4, "n_fusion": 3, "shard_size": 4},
+}
+
+
+@pytest.fixture(scope="session")
+def imagenet_labels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """imagenet-mini D_sem (+ augment) and the imagenet-mini-ref store built from it (read-only)."""
+    if not SAM_VIT_T.is_file():
+        pytest.skip(f"{SAM_VIT_T} not present")
+    root = tmp_path_factory.mktemp("imagenet-labels")
+    sem, ref = root / "imagenet-mini", root / "imagenet-mini-ref"
+    build("imagenet-mini", IMAGENET_SAMPLES, sem, IMAGENET_PARAMS, InProcessExecutor())
+    every = {**IMAGENET_PARAMS, "ingest": {"shard_size": 4}}  # all composites, not 6
+    build("imagenet-mini-ref", sem, ref, every, InProcessExecutor())
+    return {"sem": sem, "ref": ref}

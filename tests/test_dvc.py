@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, SMALL_PARAMS, tree_bytes
+from conftest import IMAGENET_SAMPLES, REPO, SMALL_PARAMS, tree_bytes
 
 DVC = str(Path(os.sys.executable).with_name("dvc"))
 
@@ -40,12 +40,19 @@ def test_repro_push_pull_round_trip(tmp_path: Path) -> None:
     # The repository's params with the small synthetic size, so the test stays quick.
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synthetic"] = SMALL_PARAMS["synthetic"]
+    # ImageNet D_sem → augment → D_ref, on 4 images with 4 planned composites.
+    imagenet = params["datasets"]["imagenet-mini"]
+    imagenet["data_root"] = str(IMAGENET_SAMPLES)  # the copy has no ../shared beside it
+    imagenet["flags"] = "--max-images 4 --relevance centre"
+    params["augment"].update(n_mosaic=2, n_fusion=2)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     _git(project, "init", "-q")
     out = _run([DVC, "repro"], project)
     store = project / "labels" / "synthetic"
     assert (store / "manifest.json").exists(), out
     assert "is valid" in out
+    for name in ("imagenet-mini", "imagenet-mini-ref"):
+        assert (project / "labels" / name / "manifest.json").exists(), out
 
     remote = tmp_path / "remote"
     _run([DVC, "remote", "add", "-d", "team", str(remote)], project)

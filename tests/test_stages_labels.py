@@ -328,8 +328,9 @@ def test_oracle_relevance_rejects_samples_without_ground_truth(tmp_path: Path) -
     assert validate(out) == []
     store = LabelStore(out)
     rejects = store.rejects().to_pylist()
-    assert [r["stage"] for r in rejects] == ["attention", "attention"]
-    assert all("--relevance clip" in r["reason"] for r in rejects)
+    assert [r["stage"] for r in rejects] == ["attention", "attention", "augment"]
+    assert all("--relevance clip" in r["reason"] for r in rejects[:2])
+    assert "0 D_sem sample(s)" in rejects[2]["reason"]  # no masks: nothing to compose
     for table in ("attention", "masks", "points"):
         assert store.table(table).num_rows == 0
     group = zarr.open_group(str(out / "attention" / "part-00000.zarr"), mode="r")

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from pipeline.stage import StageSpec
-from pipeline.stages import attention, encode, ingest, masks, phrases, points, split
+from pipeline.stages import (
+    attention,
+    augment,
+    encode,
+    ingest,
+    masks,
+    phrases,
+    points,
+    split,
+    transfer,
+)
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
@@ -15,6 +25,9 @@ STAGES: dict[str, StageSpec] = {
         attention.SPEC,
         masks.SPEC,
         points.SPEC,
+        augment.SPEC,
+        transfer.MASKS_SPEC,
+        transfer.POINTS_SPEC,
     )
 }
 
@@ -23,5 +36,8 @@ LABEL_STAGES = ("encode", "attention", "masks", "points")
 # Stages `ppt-labels build` runs for each dataset kind, in order.
 BUILD_ORDER: dict[str, tuple[str, ...]] = {
     "refer": ("ingest", "phrases", "split", *LABEL_STAGES),
-    "imagenet": ("ingest", "phrases", "split", *LABEL_STAGES),
+    # D_sem, then the D_ref composites made of it (augment writes into the same store).
+    "imagenet": ("ingest", "phrases", "split", *LABEL_STAGES, "augment"),
+    # D_ref read from a D_sem store's augment table: labels transferred, never SAM-prompted.
+    "composite": ("ingest", "phrases", "split", "encode", "transfer_masks", "transfer_points"),
 }

@@ -1,17 +1,21 @@
-"""Attention: one relevance map (G, G) per (sample, candidate), from CLIP or a ground-truth oracle.
+"""Attention: one relevance map (G, G) per (sample, candidate): CLIP, a ground-truth oracle, or
+the centre prior.
 
 Maps go to the shard's Zarr array "relevance" (n_candidates, G, G) float16, row-aligned with the
 table through `array_row`. Sources are described in `pipeline.relevance`. The oracles read the
 dataset's ground truth; a sample without any (ImageNet) or with a broken annotation is rejected
 with the reason, and the build goes on. The "clip" source scores the phrases against the CLIP
 dense features that the encode stage cached, with the same CLIP (rebuilt from encode's config).
+The "centre" source gives every candidate the same centred prior (`relevance.centre_map`). Each
+source is one entry of `MAP_SOURCES`: a function from the shard to (candidate, map) pairs and
+rejects.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,9 @@ from pipeline.stages import encode
 class AttentionConfig:
     """params.yaml [attention]; --relevance overrides `source`."""
 
-    source: str = "gt-mask"  # clip | gt-box | gt-mask (oracles: ground truth pooled to the grid)
-    grid: int = 28  # side G of gt-* maps; clip maps keep CLIP's patch grid (ViT-B-16 @448: 28)
+    source: str = "gt-mask"  # clip | gt-box | gt-mask (oracles: ground truth pooled) | centre
+    grid: int = 28  # side G of gt-* and centre maps; clip maps keep CLIP's patch grid (28 @448)
+    centre_sigma: float = 0.3  # centre: the prior's std, a fraction of the image's width / height
     templates: tuple[str, ...] = ("{}",)  # clip: prompt templates averaged per phrase
     redundant: str = "empty"  # clip: surgery against "" (empty) or the sample's phrases (phrases)
 
@@ -41,6 +46,8 @@ class AttentionConfig:
             raise ValueError(f"source {self.source!r}: choose {', '.join(relevance.SOURCES)}")
         if self.grid < 2:
             raise ValueError("grid must be at least 2")
+        if self.centre_sigma <= 0:
+            raise ValueError(f"centre_sigma {self.centre_sigma}: must be positive")
         if self.redundant not in ("empty", "phrases"):
             raise ValueError(f"redundant {self.redundant!r}: choose empty or phrases")
         if not self.templates or any("{}" not in t for t in self.templates):
@@ -59,14 +66,6 @@ def read_config(section: dict[str, Any]) -> dict[str, Any]:
     return config_io.to_dict(config_io.from_section(AttentionConfig, section, "attention"))
 
 
-@functools.lru_cache(maxsize=2)
-def _dataset(name: str, data_root: str) -> Any:
-    # Annotation files are parsed once per process, not once per shard.
-    from pipeline.datasets import open_dataset
-
-    return open_dataset(name, Path(data_root))
-
-
 def _by_sample(phrases: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     return [(sid, list(g)) for sid, g in itertools.groupby(phrases, key=lambda p: p["sample_id"])]
 
@@ -75,8 +74,10 @@ def _oracle_maps(
     task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
 ) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
     """(candidate, (G, G) map) for each candidate whose sample has ground truth; the rejects."""
+    from pipeline.datasets import cached_dataset
+
     ctx = task.context
-    dataset = _dataset(ctx.dataset, str(ctx.data_root))
+    dataset = cached_dataset(ctx.dataset, str(ctx.data_root))
     fields = [f.name for f in dataclasses.fields(SourceRecord)]
     out, rejects = [], []
     for sample_id, cands in _by_sample(phrases):
@@ -103,7 +104,7 @@ def _oracle_maps(
 
 def _clip_maps(
     task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
-) -> list[tuple[dict[str, Any], np.ndarray]]:
+) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
     """(candidate, (G, G) map) for every candidate, from encode's cached CLIP features."""
     import zarr
 
@@ -131,7 +132,28 @@ def _clip_maps(
         idx = [index[c["phrase"]] for c in cands]
         maps = relevance.clip_maps(image_feats, text_feats[idx], text_feats[-1], cfg.redundant)
         out.extend(zip(cands, maps, strict=True))  # maps: (n_cands, G, G)
-    return out
+    return out, []
+
+
+def _centre_maps(
+    task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
+) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
+    """(candidate, the centre prior) for every candidate: no model, no ground truth."""
+    prior = relevance.centre_map(cfg.grid, cfg.centre_sigma)  # (G, G)
+    return [(cand, prior) for cand in phrases], []
+
+
+MapSource = Callable[
+    [ShardTask, AttentionConfig, dict[str, dict[str, Any]], list],
+    tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]],
+]
+# attention.source → how its maps are made (every key of relevance.SOURCES has one).
+MAP_SOURCES: dict[str, MapSource] = {
+    "clip": _clip_maps,
+    "gt-box": _oracle_maps,
+    "gt-mask": _oracle_maps,
+    "centre": _centre_maps,
+}
 
 
 def run_shard(task: ShardTask) -> ShardOutput:
@@ -139,12 +161,8 @@ def run_shard(task: ShardTask) -> ShardOutput:
     cfg = config_io.from_section(AttentionConfig, task.config, "attention")
     samples = {s["sample_id"]: s for s in shards.read_parquet(task.inputs["ingest"]).to_pylist()}
     phrases = shards.read_parquet(task.inputs["phrases"]).to_pylist()  # by sample, cand_idx
-    rejects: list[Reject] = []
-    if cfg.source in relevance.ORACLES:
-        maps, rejects = _oracle_maps(task, cfg, samples, phrases)
-    else:
-        with encode.reproducible_threads():
-            maps = _clip_maps(task, cfg, samples, phrases)
+    with encode.reproducible_threads():
+        maps, rejects = MAP_SOURCES[cfg.source](task, cfg, samples, phrases)
     table = pa.table(
         {
             "sample_id": [c["sample_id"] for c, _ in maps],

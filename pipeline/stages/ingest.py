@@ -4,6 +4,12 @@ Planning groups the dataset's records by image and packs whole images into shard
 `shard_size` samples, so every later stage sees all expressions of an image in one shard (what
 lets the encoders run once per image). A record whose image is missing or cannot be decoded is
 skipped into the rejects table; the build goes on.
+
+`max_images` keeps a deterministic subset of the images (with all their expressions): images are
+ranked by a seeded hash of their path and the first N kept, so the subset does not depend on the
+order the dataset lists them in, a larger N keeps every image of a smaller one, and it spreads
+over the classes instead of taking the first wnids. The paper's "2,836 Mini-ImageNet images" is
+this count.
 """
 
 from __future__ import annotations
@@ -30,10 +36,21 @@ class IngestConfig:
 
     shard_size: int = 512  # samples per shard (whole images are never split across shards)
     splits: tuple[str, ...] | None = None  # splits to ingest; None = every split in the manifest
+    max_images: int | None = None  # images to keep (seeded subset); None = all [--max-images]
+    subset_seed: int = 0  # seeds which images max_images keeps
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:
             raise ValueError("shard_size must be at least 1")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images {self.max_images}: give at least 1, or null for all")
+
+
+def apply_options(section: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """--max-images overrides ingest.max_images (so it is hashed into the fingerprint)."""
+    if options.get("max_images") is not None:
+        return {**section, "max_images": int(options["max_images"])}
+    return section
 
 
 def read_config(section: dict[str, Any]) -> dict[str, Any]:
@@ -45,6 +62,19 @@ def _image_key(record: SourceRecord) -> str:
     return record.image_path
 
 
+def keep_images(records: list[SourceRecord], max_images: int | None, seed: int) -> list:
+    """The records of at most `max_images` images: the lowest seeded hashes of their paths."""
+    images = sorted({_image_key(r) for r in records})
+    if max_images is None or max_images >= len(images):
+        return records
+
+    def rank(path: str) -> str:
+        return hashlib.sha256(f"{seed}\0{path}".encode()).hexdigest()
+
+    kept = set(sorted(images, key=rank)[:max_images])
+    return [r for r in records if _image_key(r) in kept]
+
+
 def plan(ctx: StageContext, config: dict[str, Any]) -> list[tuple[Any, str]]:
     """Read the dataset, group records by image, and pack images into shards."""
     from pipeline.datasets import open_dataset
@@ -52,6 +82,7 @@ def plan(ctx: StageContext, config: dict[str, Any]) -> list[tuple[Any, str]]:
     cfg = IngestConfig(**{**config, "splits": config["splits"] and tuple(config["splits"])})
     dataset = open_dataset(ctx.dataset, ctx.data_root)
     records, rejects = dataset.records(list(cfg.splits) if cfg.splits else None)
+    records = keep_images(records, cfg.max_images, cfg.subset_seed)
     if not records:
         raise ConfigError(
             f"dataset {ctx.dataset!r} under --data-root {ctx.data_root} has no usable records"
@@ -144,5 +175,6 @@ SPEC = StageSpec(
     run_shard=run_shard,
     plan=plan,
     read_config=read_config,
+    apply_options=apply_options,
     provenance=provenance,
 )

@@ -4,7 +4,9 @@ SAM's mask decoder runs on the image embedding the encode stage cached (no image
 again), through an unmodified `SamPredictor` whose image state is set from the cache. The
 prompting rule is `pipeline.prompting`'s (params.yaml masks.rule). Each mask is stored as COCO
 RLE counts at the image's original size, with its box, SAM's predicted IoU and its agreement with
-the relevance map (the soft IoU of `pipeline.prompting.agreement`).
+the relevance map (the soft IoU of `pipeline.prompting.agreement`). Masks that fail the quality
+gates (`pipeline.gates`: nearly empty, nearly the whole image, far from the map; D_sem only by
+default) get no row but a reject naming the gate.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from segment_anything import SamPredictor
 
 from pipeline import config as config_io
 from pipeline import schemas, shards
+from pipeline.gates import Gates, gate_reason
 from pipeline.prompting import PROMPT_RULES, prompt_mask
+from pipeline.records import Reject
 from pipeline.rle import encode_rle
 from pipeline.stage import ShardOutput, ShardTask, StageSpec
 from pipeline.stages import encode
@@ -34,10 +38,24 @@ class MasksConfig:
     """params.yaml [masks]."""
 
     rule: str = DEFAULT_RULE  # pipeline.prompting.PROMPT_RULES key: box_points, clip_surgery, ...
+    # Quality gates (pipeline/gates.py: why D_sem only) on the mask's share of the image and on
+    # its agreement with the relevance map.
+    min_area_frac: float = 0.01  # below: nearly empty, rejected
+    max_area_frac: float = 0.95  # above: nearly the whole image, rejected
+    min_relevance: float = 0.05  # agreement below: far from the relevance map, rejected
+    gated_subsets: tuple[str, ...] = ("D_sem",)  # subsets the gates apply to
 
     def __post_init__(self) -> None:
         if self.rule not in PROMPT_RULES:
             raise ValueError(f"rule {self.rule!r}: choose one of {', '.join(PROMPT_RULES)}")
+        self.gates  # noqa: B018 - validates the thresholds
+
+    @property
+    def gates(self) -> Gates:
+        """The gate thresholds as their own value."""
+        return Gates(
+            self.min_area_frac, self.max_area_frac, self.min_relevance, tuple(self.gated_subsets)
+        )
 
 
 def read_config(section: dict[str, Any]) -> dict[str, Any]:
@@ -73,14 +91,25 @@ def run_shard(task: ShardTask) -> ShardOutput:
     maps = zarr.open_group(str(Path(task.inputs["attention"]).with_suffix(".zarr")), mode="r")
     relevance = maps["relevance"][...]  # (n_candidates, G, G) f16
     cands = shards.read_parquet(task.inputs["attention"]).to_pylist()
+    split = shards.read_parquet(task.inputs["split"]).to_pylist()
+    subset = {(r["sample_id"], r["cand_idx"]): r["subset"] for r in split}
 
     sam = encode.sam_for(encode.upstream_config(task.inputs["encode"]))
     encode.check_weights(dict(embeddings.attrs)["sam"], sam, f"SAM {sam.variant}")
     predictor = SamPredictor(sam.model)
     with encode.reproducible_threads():
         results = _prompt_all(cfg.rule, cands, samples, images, embeddings, relevance, predictor)
-    keys = [(c["sample_id"], c["cand_idx"]) for c in cands]  # the attention table's order
-    rows = [results[k] for k in keys]
+    keys, rows, rejects = [], [], []
+    for c in cands:  # the attention table's order
+        key = (c["sample_id"], c["cand_idx"])
+        *row, area_frac = results[key]
+        reason = gate_reason(cfg.gates, subset[key], area_frac, row[3])
+        if reason is not None:
+            image = samples[key[0]]["image_path"]
+            rejects.append(Reject("masks", image, f"{key[0]}#{key[1]}", reason))
+            continue
+        keys.append(key)
+        rows.append(row)
     table = pa.table(
         {
             "sample_id": [k[0] for k in keys],
@@ -92,7 +121,7 @@ def run_shard(task: ShardTask) -> ShardOutput:
         },
         schema=schemas.MASKS,
     )
-    return ShardOutput(table)
+    return ShardOutput(table, rejects)
 
 
 def _prompt_all(
@@ -103,8 +132,8 @@ def _prompt_all(
     embeddings: Any,
     relevance: np.ndarray,
     predictor: SamPredictor,
-) -> dict[tuple[str, int], tuple[str, list[float], float, float]]:
-    """(sample_id, cand_idx) → (RLE counts, xywh box, SAM score, agreement) for every candidate.
+) -> dict[tuple[str, int], tuple[str, list[float], float, float, float]]:
+    """(sample_id, cand_idx) → (RLE counts, xywh box, SAM score, agreement, area fraction).
 
     embeddings: encode's Zarr group; relevance: (n_candidates, G, G) maps indexed by array_row.
     """
@@ -112,7 +141,7 @@ def _prompt_all(
     def image_of(cand: dict[str, Any]) -> str:
         return samples[cand["sample_id"]]["image_sha256"]
 
-    results: dict[tuple[str, int], tuple[str, list[float], float, float]] = {}
+    results: dict[tuple[str, int], tuple[str, list[float], float, float, float]] = {}
     # Candidates grouped by image: the predictor's image state is set once per image.
     for digest, group in itertools.groupby(sorted(cands, key=image_of), key=image_of):
         image = images[digest]
@@ -121,13 +150,14 @@ def _prompt_all(
         cached_predictor(predictor, embedding, size, (image["input_height"], image["input_width"]))
         # Equal maps on one image give equal masks (the rule is deterministic): an oracle map
         # is shared by every candidate and sentence of a referent, a CLIP map by equal phrases.
-        by_map: dict[bytes, tuple[str, list[float], float, float]] = {}
+        by_map: dict[bytes, tuple[str, list[float], float, float, float]] = {}
         for cand in group:
             grid_map = relevance[cand["array_row"]]  # (G, G) f16
             key = grid_map.tobytes()
             if key not in by_map:
                 result = prompt_mask(rule, grid_map.astype(np.float32), predictor, size)
-                by_map[key] = (*encode_rle(result.mask), result.score, result.agreement)
+                area = float(result.mask.mean())  # share of the image the mask covers
+                by_map[key] = (*encode_rle(result.mask), result.score, result.agreement, area)
             results[(cand["sample_id"], cand["cand_idx"])] = by_map[key]
     return results
 
@@ -135,7 +165,7 @@ def _prompt_all(
 SPEC = StageSpec(
     name="masks",
     table="masks",
-    inputs=("ingest", "encode", "attention"),
+    inputs=("ingest", "split", "encode", "attention"),
     schema=schemas.MASKS,
     run_shard=run_shard,
     read_config=read_config,

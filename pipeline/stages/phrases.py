@@ -1,10 +1,13 @@
 """Phrases: every expression → its candidate referent phrases (spaCy noun chunks).
 
-Object-centric sources (ImageNet) need no parsing: their one candidate is the class name.
+Some sources need no parsing: their candidates are given (`GIVEN`, source → function). ImageNet's
+one candidate is its class name; a composite's are its E objects' class nouns in object order,
+which the composite adapter holds (`pipeline.composite_dataset`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -14,8 +17,34 @@ from pipeline import schemas, shards
 from pipeline.phrases import PhrasesConfig, extract_phrases
 from pipeline.stage import ShardOutput, ShardTask, StageSpec
 
-# Sources whose single candidate is their class, not a parse of the sentence.
-CLASS_SOURCES = frozenset({"imagenet"})
+# (text, start_char, end_char, head, fallback): one candidate phrase row after its ids.
+Phrase = tuple[str, int, int, str, bool]
+
+
+def _class_candidate(sample: dict[str, Any], task: ShardTask) -> list[Phrase]:
+    """ImageNet: the class name, located in "the {class} in the middle"."""
+    name = sample["category"]
+    start = sample["expression"].find(name)
+    return [(name, start, start + len(name), name, False)]
+
+
+def _given_candidates(sample: dict[str, Any], task: ShardTask) -> list[Phrase]:
+    """Composites: the adapter's objects, in object order (their nouns, spans where mentioned)."""
+    from pipeline.datasets import cached_dataset
+
+    dataset = cached_dataset(task.context.dataset, str(task.context.data_root))
+    return [
+        (c.phrase, c.start_char, c.end_char, c.phrase.split()[-1], False)
+        for c in dataset.given_candidates(sample["sample_id"])
+    ]
+
+
+# Sources whose candidates are given, not parsed from the sentence.
+GIVEN: dict[str, Callable[[dict[str, Any], ShardTask], list[Phrase]]] = {
+    "imagenet": _class_candidate,
+    "mosaic": _given_candidates,
+    "fusion": _given_candidates,
+}
 
 
 def read_config(section: dict[str, Any]) -> dict[str, Any]:
@@ -27,33 +56,19 @@ def run_shard(task: ShardTask) -> ShardOutput:
     """One row per candidate phrase of every sample in the shard, in text order."""
     samples = shards.read_parquet(task.inputs["ingest"]).to_pylist()
     cfg = config_io.from_section(PhrasesConfig, task.config, "phrases")
-    parsed_rows = [s for s in samples if s["source"] not in CLASS_SOURCES]
+    parsed_rows = [s for s in samples if s["source"] not in GIVEN]
     parsed = iter(extract_phrases([s["expression"] for s in parsed_rows], cfg))
 
     rows: dict[str, list[Any]] = {name: [] for name in schemas.PHRASES.names}
-
-    def add(sample_id: str, idx: int, text: str, start: int, end: int, head: str, fb: bool):
-        for name, value in zip(
-            schemas.PHRASES.names, (sample_id, idx, text, start, end, head, fb), strict=True
-        ):
-            rows[name].append(value)
-
     for sample in samples:
-        if sample["source"] in CLASS_SOURCES:
-            name = sample["category"]
-            start = sample["expression"].find(name)
-            add(sample["sample_id"], 0, name, start, start + len(name), name, False)
-            continue
-        for idx, phrase in enumerate(next(parsed)):
-            add(
-                sample["sample_id"],
-                idx,
-                phrase.text,
-                phrase.start_char,
-                phrase.end_char,
-                phrase.head,
-                phrase.fallback,
-            )
+        if sample["source"] in GIVEN:
+            phrases = GIVEN[sample["source"]](sample, task)
+        else:
+            phrases = [(p.text, p.start_char, p.end_char, p.head, p.fallback) for p in next(parsed)]
+        for idx, phrase in enumerate(phrases):
+            values = (sample["sample_id"], idx, *phrase)
+            for name, value in zip(schemas.PHRASES.names, values, strict=True):
+                rows[name].append(value)
     return ShardOutput(pa.table(rows, schema=schemas.PHRASES))
 
 
