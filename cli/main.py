@@ -81,11 +81,21 @@ RandomWeightsOpt = Annotated[
 RelevanceOpt = Annotated[
     str | None,
     typer.Option(
-        "--relevance", help="Relevance maps: clip, gt-box or gt-mask (default: params attention)."
+        "--relevance",
+        help="Relevance maps: clip, gt-box, gt-mask or centre (object-centric prior; default: "
+        "params attention).",
+    ),
+]
+MaxImagesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-images",
+        min=1,
+        help="Ingest a seeded subset of this many images (default: params ingest.max_images).",
     ),
 ]
 
-RELEVANCE_SOURCES = ("clip", "gt-box", "gt-mask")
+RELEVANCE_SOURCES = ("clip", "gt-box", "gt-mask", "centre")  # pipeline.relevance.SOURCES
 
 
 def _options(
@@ -96,6 +106,7 @@ def _options(
     allow_random_weights: bool,
     relevance: str | None,
     clip_pretrained: str | None = None,
+    max_images: int | None = None,
 ) -> dict[str, object]:
     """Command-line model settings for `StageContext.options`; None = use params.yaml."""
     if relevance is not None and relevance not in RELEVANCE_SOURCES:
@@ -110,6 +121,7 @@ def _options(
         "clip_pretrained": clip_pretrained,
         "allow_random_weights": True if allow_random_weights else None,
         "relevance": relevance,
+        "max_images": max_images,
     }
 
 
@@ -186,6 +198,7 @@ def build(
     clip_pretrained: ClipPretrainedOpt = None,
     allow_random_weights: RandomWeightsOpt = False,
     relevance: RelevanceOpt = None,
+    max_images: MaxImagesOpt = None,
 ) -> None:
     """Run every stage available for DATASET into a label store (resumes; no-op when done)."""
     from pipeline.build import build as run_build
@@ -201,6 +214,7 @@ def build(
         allow_random_weights,
         relevance,
         clip_pretrained,
+        max_images,
     )
     with open_executor(dask) as executor:
         manifest = run_build(
@@ -231,6 +245,7 @@ def stage(
     clip_pretrained: ClipPretrainedOpt = None,
     allow_random_weights: RandomWeightsOpt = False,
     relevance: RelevanceOpt = None,
+    max_images: MaxImagesOpt = None,
 ) -> None:
     """Run one stage (what dvc.yaml calls); `finalize` writes the store's manifest.json."""
     from pipeline.executor import open_executor
@@ -259,6 +274,7 @@ def stage(
             allow_random_weights,
             relevance,
             clip_pretrained,
+            max_images,
         ),
     )
     store.mkdir(parents=True, exist_ok=True)
@@ -286,7 +302,10 @@ def synthesize(
 def show(
     labels: Annotated[Path, typer.Option("--labels", "-l", help="Label store dir.")],
     data_root: Annotated[Path, typer.Option("--data-root", help="Dataset root (images).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG to write.")] = Path("show.png"),
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="PNG to write; without .png: a folder of one PNG each."),
+    ] = Path("show.png"),
     n: Annotated[int, typer.Option("--n", help="Samples to draw.")] = 8,
     sample_id: Annotated[
         list[str] | None, typer.Option("--sample-id", help="Draw these samples (repeatable).")
@@ -295,13 +314,23 @@ def show(
     subset: Annotated[str | None, typer.Option(help="Only this subset (H_sem, H_ref...).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random choice of samples.")] = 0,
 ) -> None:
-    """Render samples (image, expression, phrases, masks, points, heat maps) to a PNG."""
-    from pipeline.render import choose_samples, image_from_root, relevance_heatmaps, render
+    """Render samples (image, expression, phrases, masks, points, heat maps) to a PNG or folder.
+
+    Composites (D_ref) show every object's mask outline with the referent highlighted.
+    """
+    from pipeline.render import (
+        choose_samples,
+        image_from_root,
+        relevance_heatmaps,
+        render,
+        render_each,
+    )
     from pipeline.store import LabelStore
 
     store = LabelStore(labels)
     chosen = choose_samples(store, n, sample_id, split, subset, seed)
-    render(store, chosen, image_from_root(data_root), out, relevance_heatmaps(store))
+    draw = render if out.suffix.lower() == ".png" else render_each
+    draw(store, chosen, image_from_root(data_root), out, relevance_heatmaps(store))
     console.print(f"[green]wrote[/] {out} ({len(chosen)} samples)")
 
 
@@ -385,6 +414,13 @@ def labels_validate(store: Annotated[Path, typer.Argument(help="Label store dir.
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {store} is valid")
 
+
+# The trainer's commands live in their own modules; registered last (they import this one).
+from cli.evaluate import register as _register_evaluate  # noqa: E402
+from cli.train import register as _register_train  # noqa: E402
+
+_register_train(app)
+_register_evaluate(app)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ def _git(cwd: Path, *args: str) -> str:
 def test_repro_push_pull_round_trip(tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("dvc.yaml", "data_manifests", "pipeline", ".dvc", ".gitignore"):
+    for name in ("dvc.yaml", "data_manifests", "pipeline", "trainer", ".dvc", ".gitignore"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(
@@ -45,6 +46,15 @@ def test_repro_push_pull_round_trip(tmp_path: Path) -> None:
     imagenet["data_root"] = str(IMAGENET_SAMPLES)  # the copy has no ../shared beside it
     imagenet["flags"] = "--max-images 4 --relevance centre"
     params["augment"].update(n_mosaic=2, n_fusion=2)
+    # The train stage with a tiny curriculum (one epoch per phase, one Select round).
+    tiny = yaml.safe_load((REPO / "configs" / "cpu-small.yaml").read_text())
+    tiny["clip"].update(input_size=112)
+    tiny["model"].update(hidden_dim=32, ffn_dim=64, stage_indices=[1, 3])
+    tiny["curriculum"].update(semantic_epochs=1, ris_epochs_before_select=1, ris_epochs=1,
+                              refinement_rounds=1, refinement_epochs=1)  # fmt: skip
+    (project / "configs").mkdir()
+    (project / "configs" / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    params["train"] = {"config": "configs/tiny.yaml"}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     _git(project, "init", "-q")
     out = _run([DVC, "repro"], project)
@@ -53,6 +63,12 @@ def test_repro_push_pull_round_trip(tmp_path: Path) -> None:
     assert "is valid" in out
     for name in ("imagenet-mini", "imagenet-mini-ref"):
         assert (project / "labels" / name / "manifest.json").exists(), out
+    assert (project / "labels" / "synthetic" / "rounds" / "1" / "selection.parquet").exists()
+    metrics = json.loads(_run([DVC, "metrics", "show", "--json"], project))
+    shown = json.dumps(metrics)
+    assert '"mIoU"' in shown and '"oIoU"' in shown, shown
+    plots = _run([DVC, "plots", "show", "--json"], project)
+    assert "runs/default/curves.csv" in plots and '"loss"' in plots
 
     remote = tmp_path / "remote"
     _run([DVC, "remote", "add", "-d", "team", str(remote)], project)

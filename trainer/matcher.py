@@ -134,7 +134,8 @@ class HungarianMatcher(nn.Module):
         keys = ("pred_masks", "pred_points", "pred_point_logits", "pred_scores")
         indices = []
         for b, target in enumerate(targets):
-            cost = self.cost_matrix({k: outputs[k][b] for k in keys}, target)
+            # pred_masks may be absent when no mask cost is weighted (training without SAM)
+            cost = self.cost_matrix({k: outputs[k][b] for k in keys if k in outputs}, target)
             rows, cols = linear_sum_assignment(cost.cpu().numpy())
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))

@@ -1,0 +1,86 @@
+"""`ppt-labels train`: the curriculum on label stores (a thin layer over `trainer.runner.train`).
+
+Registered on the main app by `register(app)` (cli/main.py's last lines).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.main import (
+    ClipCheckpointOpt,
+    RandomWeightsOpt,
+    SamCheckpointOpt,
+    console,
+    user_errors,
+)
+
+
+def train(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Training config YAML (configs/).")
+    ],
+    labels: Annotated[
+        list[Path], typer.Option("--labels", "-l", help="Label store dir (repeatable).")
+    ],
+    data_root: Annotated[
+        list[Path],
+        typer.Option(
+            "--data-root",
+            help="Dataset root of each --labels, same order (images for the CLIP cache, ground "
+            "truth for evaluation); one root is shared by every store.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run dir: checkpoints, metrics.")],
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present.")
+    ] = True,
+    device: Annotated[str, typer.Option(help="auto (cuda when available), cpu or cuda.")] = "auto",
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="CLIP feature cache (default OUT/feature_cache)."),
+    ] = None,
+    sam_checkpoint: SamCheckpointOpt = None,
+    clip_checkpoint: ClipCheckpointOpt = None,
+    allow_random_weights: RandomWeightsOpt = False,
+) -> None:
+    """Train the point generator through the curriculum; writes OUT/last.pt, metrics.json and
+    curves.csv (per-epoch loss and mIoU)."""
+    import torch.distributed as dist
+
+    from pipeline.stages.encode import resolve_device
+    from pipeline.store import LabelStore
+    from trainer.config import load_config
+    from trainer.runner import frozen_models
+    from trainer.runner import train as run_train
+
+    cfg = load_config(config)
+    roots = list(data_root) * len(labels) if len(data_root) == 1 else list(data_root)
+    if len(roots) != len(labels):
+        raise typer.BadParameter(
+            f"{len(labels)} --labels but {len(data_root)} --data-root: give one root, or one "
+            "per store in the same order"
+        )
+    torch_device = resolve_device(device)
+    if dist.is_available() and dist.is_initialized() and torch_device.type == "cuda":
+        import torch
+
+        torch_device = torch.device("cuda", torch.cuda.current_device())
+    stores = [LabelStore(p) for p in labels]
+    clip, sam = frozen_models(
+        stores, cfg.clip.model, sam_checkpoint, clip_checkpoint, allow_random_weights, torch_device
+    )
+    metrics = run_train(cfg, labels, roots, out, clip, sam, torch_device, cache_dir, resume)
+    ev = metrics["eval"]
+    console.print(
+        f"[green]trained[/] {metrics['epochs']} epochs in {metrics['wall_s']}s: mIoU "
+        f"{ev['mIoU']}, oIoU {ev['oIoU']} on {ev['n']} samples → {out}/metrics.json"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train` command to the ppt-labels app."""
+    app.command("train")(user_errors(train))

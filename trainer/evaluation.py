@@ -1,0 +1,169 @@
+"""`ppt-labels eval` and `predict`: a trained checkpoint (or the untrained CLIP→SAM baseline) on
+a dataset split, scored as DESIGN §7; and one image + sentence → mask.
+
+Evaluation needs the split's SAM embeddings (and, for the baseline, CLIP relevance maps), so it
+builds a label store for that split with the ordinary pipeline stages into `labels_dir` first;
+a second evaluation of the same split reuses it (every stage is a no-op when up to date).
+Ground truth is read from the dataset only here, after prediction.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.build import build
+from pipeline.errors import ConfigError
+from pipeline.executor import InProcessExecutor
+from pipeline.rle import decode_rle
+from pipeline.store import LabelStore
+from trainer.baselines import score_masks
+from trainer.checkpoint import load_checkpoint
+from trainer.inference import load_for_inference, predict_store
+
+log = logging.getLogger(__name__)
+
+STORE_STAGES = ("ingest", "phrases", "split", "encode")  # what a checkpoint needs
+BASELINE_STAGES = (*STORE_STAGES, "attention", "masks")  # CLIP relevance → SAM
+BASELINES = ("clip-sam",)
+
+
+def split_params(params: dict[str, Any], split: str) -> dict[str, Any]:
+    """`params` restricted to one split of the dataset (the ingest section's `splits`)."""
+    out = copy.deepcopy(params)
+    out.setdefault("ingest", {})
+    out["ingest"] = {**(out["ingest"] or {}), "splits": [split]}
+    return out
+
+
+def build_split_store(
+    dataset: str,
+    split: str,
+    data_root: Path,
+    labels_dir: Path,
+    params: dict[str, Any],
+    options: dict[str, Any],
+    stages: tuple[str, ...] = STORE_STAGES,
+) -> LabelStore:
+    """Build (or bring up to date) the label store of one split; returns it."""
+    build(
+        dataset,
+        Path(data_root),
+        Path(labels_dir),
+        split_params(params, split),
+        InProcessExecutor(),
+        stages=stages,
+        options=options,
+    )
+    return LabelStore(labels_dir)
+
+
+def eval_checkpoint(
+    checkpoint: Path,
+    dataset: str,
+    split: str,
+    data_root: Path,
+    labels_dir: Path,
+    params: dict[str, Any],
+    device: str = "cpu",
+    sam_checkpoint: Path | None = None,
+    clip_checkpoint: Path | None = None,
+    allow_random_weights: bool = False,
+) -> dict[str, float]:
+    """DESIGN §7 metrics of a trained checkpoint's most confident masks on `dataset`/`split`."""
+    state = load_checkpoint(checkpoint)
+    options = {
+        "sam": state["models"]["sam"]["variant"],
+        "sam_checkpoint": str(sam_checkpoint) if sam_checkpoint else None,
+        "allow_random_weights": True if allow_random_weights else None,
+    }
+    store = build_split_store(dataset, split, data_root, labels_dir, params, options)
+    model, clip, sam, cfg = load_for_inference(
+        checkpoint, device, sam_checkpoint, clip_checkpoint, allow_random_weights
+    )
+    predictions = predict_store(
+        model, clip, sam, cfg, store, data_root, Path(labels_dir) / "feature_cache", device
+    )
+    return score_masks(predictions, store, data_root, dataset)
+
+
+def eval_baseline(
+    baseline: str,
+    dataset: str,
+    split: str,
+    data_root: Path,
+    labels_dir: Path,
+    params: dict[str, Any],
+    options: dict[str, Any],
+) -> dict[str, float]:
+    """The untrained CLIP→SAM baseline (the paper's ablation row 1) on `dataset`/`split`.
+
+    CLIP Surgery relevance of the sentence's first candidate phrase (its subject noun chunk, as
+    the phrases stage orders them) prompts SAM with the CLIP Surgery point rule; no point
+    generator, no training. Which candidate to trust is exactly what the trainer learns, so the
+    baseline takes the parser's first.
+    """
+    if baseline not in BASELINES:
+        raise ConfigError(f"--baseline {baseline!r}: choose one of {', '.join(BASELINES)}")
+    params = copy.deepcopy(params)
+    params["masks"] = {**(params.get("masks") or {}), "rule": "clip_surgery"}
+    options = {**options, "relevance": "clip"}
+    store = build_split_store(
+        dataset, split, data_root, labels_dir, params, options, BASELINE_STAGES
+    )
+    sizes = {s["sample_id"]: (s["height"], s["width"]) for s in store.samples().to_pylist()}
+    predictions: dict[str, np.ndarray] = {}
+    for cand in store.candidates().to_pylist():
+        sid = cand["sample_id"]
+        if sid in predictions or cand["cand_idx"] != 0:
+            continue
+        h, w = sizes[sid]
+        rle = cand.get("mask_rle")
+        predictions[sid] = decode_rle(rle, h, w) if rle else np.zeros((h, w), dtype=bool)
+    for sid, (h, w) in sizes.items():  # a sample whose candidate got no mask is a miss
+        predictions.setdefault(sid, np.zeros((h, w), dtype=bool))
+    return score_masks(predictions, store, data_root, dataset)
+
+
+@torch.no_grad()
+def predict_image(
+    checkpoint: Path,
+    image: np.ndarray,
+    text: str,
+    device: str = "cpu",
+    sam_checkpoint: Path | None = None,
+    clip_checkpoint: Path | None = None,
+    allow_random_weights: bool = False,
+) -> tuple[np.ndarray, float]:
+    """(H, W) bool mask of the most confident query, and its confidence, for one RGB image.
+
+    The frozen encoders run here once (there is no cache for a single image); their outputs are
+    rounded to float16 as the training cache stores them, so a stored sample predicts the same.
+    """
+    from pipeline.clip_surgery import preprocess_image
+    from pipeline.stages.encode import sam_embeddings
+    from trainer.clip_features import image_stages, word_features
+    from trainer.engine import predict_masks
+
+    model, clip, sam, cfg = load_for_inference(
+        checkpoint, device, sam_checkpoint, clip_checkpoint, allow_random_weights
+    )
+    pixels = preprocess_image(image, cfg.clip.input_size, clip.mean, clip.std)[None]
+    stages = image_stages(clip.model.visual, pixels.to(clip.device), cfg.model.stage_indices)
+    words, pad = word_features(clip.model, clip.tokenizer([text]).to(clip.device))
+    embedding, _ = sam_embeddings(sam, [image])  # (1, 256, 64, 64) f16
+    batch = {
+        "stages": [s.half().float().cpu() for s in stages],  # N × (1, G*G, C)
+        "words": words.half().float().cpu(),  # (1, T, C_t)
+        "text_pad": pad.cpu(),  # (1, T)
+        "sam_embedding": torch.from_numpy(embedding).float(),
+        "size": torch.tensor([image.shape[:2]]),  # (1, 2)
+        "key": [(0, "image")],
+    }
+    _, mask, score = next(iter(predict_masks(model, [batch], sam, torch.device(device))))
+    return mask, score
