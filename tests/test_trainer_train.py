@@ -50,7 +50,8 @@ LEARN = {
     **TINY,
     "clip": {"model": "ppt-tiny-vit", "input_size": 224, "batch_size": 16},
     "model": {"num_queries": 4, "points_per_query": 8, "hidden_dim": 64, "num_heads": 4,
-              "ffn_dim": 128, "stage_indices": [0, 1, 3], "dropout": 0.0},
+              "ffn_dim": 128, "stage_indices": [0, 1, 3], "dropout": 0.0,
+              "sam_stage": 16, "point_mode": "softargmax"},
     "optim": {"batch_size": 16, "amp": False, "seed": 0},
     "data": {"train_splits": ["train"], "eval_splits": ["train"], "eval_every": 0},
     "curriculum": {"semantic_epochs": 25, "ris_epochs_before_select": 10, "ris_epochs": 20,
@@ -301,14 +302,14 @@ def test_small_params_unchanged() -> None:
 
 @needs_sam
 @pytest.mark.slow
-def test_training_learns_its_scenes_and_reports_held_out(
+def test_training_learns_on_training_and_held_out_scenes(
     tmp_path: Path, synthetic_store: Path, synthetic_root: Path, tiny_clip, sam_t
 ) -> None:
-    """Points → soft SAM prompts → masks learn: a clear gain on the training scenes.
+    """Points → soft SAM prompts → masks learn: a clear gain on training and on held-out scenes.
 
-    Held-out scenes are scored and printed but not asserted: with random-init CLIP features and
-    ~100 training samples the generator memorises its scenes and does not generalise (the
-    120-image bench run: 70 mIoU on train scenes, 6-8 on held-out ones; see the issue 6 note).
+    With random-init CLIP the held-out gain comes from the SAM stage and soft-argmax points
+    (cpu-small's model): measured 0.0 → 15.7 held-out (74.4 on training scenes) on this 24-image
+    store; the regression head without the SAM stage memorised (0 → 6.9 held-out).
     """
     from trainer.engine import evaluate, reference_masks
     from trainer.inference import load_for_inference
@@ -338,3 +339,4 @@ def test_training_learns_its_scenes_and_reports_held_out(
           f"{trained['eval']['mIoU']:.1f}; held-out: {before['held_out']['mIoU']:.1f} → "
           f"{held_out['mIoU']:.1f}")  # fmt: skip
     assert trained["eval"]["mIoU"] >= before["train"]["mIoU"] + 10
+    assert held_out["mIoU"] >= before["held_out"]["mIoU"] + 10

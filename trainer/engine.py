@@ -68,7 +68,13 @@ def forward(
     most of a step's cost on CPU, and a points-and-score loss does not read its masks.
     """
     if not masks:
-        return model.generator(batch["stages"], batch["words"], batch["text_pad"])
+        return model.generator(
+            batch["stages"],
+            batch["words"],
+            batch["text_pad"],
+            batch["sam_embedding"],
+            batch["size"],
+        )
     return model(
         batch["stages"], batch["words"], batch["text_pad"], batch["sam_embedding"], batch["size"]
     )

@@ -52,7 +52,7 @@ class PointPromptModel(nn.Module):
             pred_points (B, K, M, 2), pred_point_logits (B, K, M), pred_scores (B, K),
             pred_masks (B, K, 256, 256) logits, pred_ious (B, K).
         """
-        out = self.generator(stages, words, text_pad)
+        out = self.generator(stages, words, text_pad, sam_embeddings, original_sizes)
         masks, ious = self.decoder(
             sam_embeddings, out["pred_points"], out["pred_point_logits"], original_sizes
         )

@@ -49,12 +49,16 @@ class PointGeneratorConfig:
         11,
     )  # CLIP blocks used as stages, 0-based (<0: from end)
     dropout: float = 0.1  # in attention and FFN residuals (DETR's)
+    sam_stage: int = 0  # >0: SAM's image embedding pooled to this side is one more (last) stage
+    point_mode: str = "regress"  # "regress": MLP → sigmoid xy; "softargmax": attention over patches
 
     def __post_init__(self) -> None:
         if min(self.num_queries, self.points_per_query, self.num_heads) < 1:
             raise ValueError("num_queries, points_per_query and num_heads must be at least 1")
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"hidden_dim {self.hidden_dim} must divide by num_heads")
+        if self.point_mode not in ("regress", "softargmax"):
+            raise ValueError(f"point_mode {self.point_mode!r}: choose regress or softargmax")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
 
@@ -72,6 +76,19 @@ def sine_position_2d(grid: tuple[int, int], dim: int, device: torch.device) -> t
     x = torch.cat([x.sin(), x.cos()], -1)[None].expand(gh, gw, -1)  # (Gh, Gw, dim/2)
     pos = torch.cat([y, x], dim=-1).reshape(gh * gw, -1)  # (Gh*Gw, 4*(dim/4))
     return nn.functional.pad(pos, (0, dim - pos.shape[-1]))  # (Gh*Gw, dim)
+
+
+def sam_stage_tokens(embedding: torch.Tensor, sizes: torch.Tensor, side: int) -> torch.Tensor:
+    """SAM embeddings (B, C, 64, 64) in SAM's padded frame (long side first, padding bottom and
+    right) → (B, side*side, C): each image's valid region pooled to a side×side grid, so cells
+    map onto the original image as CLIP's squashed grid does."""
+    g = embedding.shape[-1]
+    out = []
+    for emb, (h, w) in zip(embedding, sizes.tolist(), strict=True):
+        long = max(h, w)
+        gh, gw = max(1, math.ceil(g * h / long)), max(1, math.ceil(g * w / long))
+        out.append(nn.functional.adaptive_avg_pool2d(emb[:, :gh, :gw], side))  # (C, s, s)
+    return torch.stack(out).flatten(2).transpose(1, 2)
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
@@ -131,7 +148,7 @@ class Stage(nn.Module):
         q = self.self_attn(queries, queries)
         q = self.image_attn(q, image)
         q = self.text_attn(q, text, text_pad)  # (B, K, D)
-        return self.ffn_norm(q + self.ffn(q))
+        return self.ffn_norm(q + self.ffn(q)), image
 
 
 class PointGenerator(nn.Module):
@@ -158,8 +175,13 @@ class PointGenerator(nn.Module):
         num_heads: int = 8,
         ffn_dim: int = 2048,
         dropout: float = 0.1,
+        sam_stage: int = 0,
+        point_mode: str = "regress",
     ) -> None:
         super().__init__()
+        self.sam_stage, self.point_mode = sam_stage, point_mode
+        if sam_stage:
+            image_dims = [*image_dims, 256]  # SAM's embedding width
         self.num_queries = num_queries
         self.points_per_query = points_per_query
         self.hidden_dim = hidden_dim
@@ -168,10 +190,17 @@ class PointGenerator(nn.Module):
             Stage(c, text_dim, hidden_dim, num_heads, ffn_dim, dropout) for c in image_dims
         )
         self.point_head = mlp(hidden_dim, hidden_dim, points_per_query * 3, 3)
+        if point_mode == "softargmax":
+            self.point_query = nn.Linear(hidden_dim, points_per_query * hidden_dim)
         self.score_head = mlp(hidden_dim, hidden_dim, 1, 2)
 
     def forward(
-        self, stages: list[torch.Tensor], words: torch.Tensor, text_pad: torch.Tensor
+        self,
+        stages: list[torch.Tensor],
+        words: torch.Tensor,
+        text_pad: torch.Tensor,
+        sam_embedding: torch.Tensor | None = None,
+        sizes: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predict point prompts.
 
@@ -184,17 +213,36 @@ class PointGenerator(nn.Module):
             pred_points (B, K, M, 2) (x, y) in [0, 1] of the original image, pred_point_logits
             (B, K, M) positive-label logits, pred_scores (B, K) referent logits.
         """
+        stages = list(stages)
+        if self.sam_stage:
+            if sam_embedding is None:
+                raise ValueError("this generator reads SAM's image embedding: pass sam_embedding")
+            if sizes is None:
+                raise ValueError("the SAM stage needs the original sizes (B, 2)")
+            stages.append(sam_stage_tokens(sam_embedding, sizes, self.sam_stage))
         if len(stages) != len(self.stages):
             raise ValueError(f"{len(stages)} CLIP stages given, the model has {len(self.stages)}")
-        b, length = stages[0].shape[:2]
-        side = math.isqrt(length)
-        if side * side != length:
-            raise ValueError(f"{length} patch tokens are not a square grid: give square images")
-        pos = sine_position_2d((side, side), self.hidden_dim, words.device)  # (L, D)
+        b = stages[0].shape[0]
         q = self.queries.weight[None].expand(b, -1, -1)  # (B, K, D)
         for stage, image in zip(self.stages, stages, strict=True):
-            q = stage(q, image, pos, words, text_pad)
+            length = image.shape[1]
+            side = math.isqrt(length)
+            if side * side != length:
+                raise ValueError(f"{length} patch tokens are not a square grid: give square images")
+            pos = sine_position_2d((side, side), self.hidden_dim, words.device)  # (L, D)
+            q, fused = stage(q, image, pos, words, text_pad)
         raw = self.point_head(q).reshape(b, self.num_queries, self.points_per_query, 3)
+        if self.point_mode == "softargmax":  # each point: a softmax over the last stage's cells
+            pq = self.point_query(q).reshape(b, self.num_queries, self.points_per_query, -1)
+            att = torch.einsum("bkmd,bld->bkml", pq, fused) / math.sqrt(self.hidden_dim)
+            cells = (torch.arange(side, device=words.device, dtype=att.dtype) + 0.5) / side
+            grid = torch.stack(torch.meshgrid(cells, cells, indexing="ij"), -1).reshape(-1, 2)
+            xy = att.softmax(-1) @ grid.flip(-1)  # (B, K, M, 2) as (x, y)
+            return {
+                "pred_points": xy,
+                "pred_point_logits": raw[..., 2],
+                "pred_scores": self.score_head(q)[..., 0],
+            }
         return {
             "pred_points": raw[..., :2].sigmoid(),  # (B, K, M, 2)
             "pred_point_logits": raw[..., 2],  # (B, K, M)
@@ -215,4 +263,6 @@ def build_point_generator(cfg: PointGeneratorConfig, clip: FrozenClip) -> PointG
         num_heads=cfg.num_heads,
         ffn_dim=cfg.ffn_dim,
         dropout=cfg.dropout,
+        sam_stage=cfg.sam_stage,
+        point_mode=cfg.point_mode,
     )
