@@ -23,12 +23,17 @@ def load_params(path: Path | None) -> dict[str, Any]:
         path = DEFAULT_PARAMS
     if not path.exists():
         raise ConfigError(f"--params {path}: no such file")
+    return read_yaml_mapping(path, "stage sections")
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping of `what` (empty file → {})."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of stage sections at the top level")
+        raise ConfigError(f"{path}: expected a mapping of {what} at the top level")
     return data
 
 

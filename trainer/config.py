@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipeline.config import from_section, to_dict
+from pipeline.config import from_section, read_yaml_mapping, to_dict
 from pipeline.errors import ConfigError
 from trainer.criterion import LossConfig
 from trainer.point_generator import PointGeneratorConfig
@@ -131,13 +129,7 @@ def load_config(path: Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file (see configs/paper.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return config_from_dict(data, str(path))
+    return config_from_dict(read_yaml_mapping(path, "sections"), str(path))
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

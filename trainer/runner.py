@@ -127,31 +127,25 @@ def prepare_data(
     cache_dir: Path,
 ) -> TrainingData:
     """Cache CLIP features (rank 0 first) and open every store's caches."""
+
+    def cache(store: LabelStore, root: Path) -> Path:
+        return build_clip_cache(
+            store,
+            root,
+            clip,
+            cfg.model.stage_indices,
+            cfg.clip.input_size,
+            cache_dir,
+            cfg.clip.batch_size,
+        )
+
     paths = []
     for store, root in zip(stores, data_roots, strict=True):
         if is_main_process():
-            build_clip_cache(
-                store,
-                root,
-                clip,
-                cfg.model.stage_indices,
-                cfg.clip.input_size,
-                cache_dir,
-                cfg.clip.batch_size,
-            )
+            cache(store, root)  # rank 0 computes; the others then find the cache complete
         if dist.is_available() and dist.is_initialized():
             dist.barrier()
-        paths.append(
-            build_clip_cache(
-                store,
-                root,
-                clip,
-                cfg.model.stage_indices,
-                cfg.clip.input_size,
-                cache_dir,
-                cfg.clip.batch_size,
-            )
-        )
+        paths.append(cache(store, root))
     return TrainingData(
         stores=list(stores),
         clip_caches=[ClipCache(p) for p in paths],
