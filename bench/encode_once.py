@@ -20,15 +20,15 @@ import numpy as np
 from PIL import Image
 from segment_anything import SamPredictor
 
-from pipeline.build import build
-from pipeline.config import load_params
-from pipeline.datasets import open_dataset
-from pipeline.executor import InProcessExecutor
-from pipeline.prompting import prompt_mask
-from pipeline.relevance import oracle_map
-from pipeline.rle import encode_rle
-from pipeline.stages import encode
-from pipeline.store import LabelStore
+from pipeline.core.config import load_params
+from pipeline.core.rle import encode_rle
+from pipeline.data.registry import open_dataset
+from pipeline.labelling.prompting import prompt_mask
+from pipeline.labelling.relevance import oracle_map
+from pipeline.models.encoders import encoder_config, sam_for
+from pipeline.stages.build import build
+from pipeline.stages.executor import InProcessExecutor
+from pipeline.store.reader import LabelStore
 
 TEXT_STAGES = ("ingest", "phrases", "split")
 LABEL_STAGES = ("encode", "attention", "masks", "points")
@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     params = load_params(args.params)
-    sam = encode.sam_for(encode.encode_config(encode.read_config(params.get("encode") or {})))
+    sam = sam_for(encoder_config(params.get("encode") or {}))
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import torch
 
-from pipeline.store import LabelStore
-from trainer.baselines import centre_prompt_masks, random_candidate_masks, score_masks
+from pipeline.models.options import ModelOptions
+from pipeline.store.reader import LabelStore
 from trainer.config import load_config
-from trainer.curriculum import curriculum_phases
-from trainer.engine import evaluate, reference_masks
-from trainer.model import build_model
-from trainer.runner import eval_loader, frozen_models, ground_truths, prepare_data, train
+from trainer.inference.baselines import centre_prompt_masks, random_candidate_masks, score_masks
+from trainer.loop.curriculum import curriculum_phases
+from trainer.loop.engine import evaluate, reference_masks
+from trainer.loop.runner import eval_loader, frozen_models, ground_truths, prepare_data, train
+from trainer.network.prompt_model import build_model
 
 log = logging.getLogger("learning_run")
 
@@ -69,7 +70,8 @@ def main() -> None:
     cfg = load_config(args.config)
     device = torch.device(args.device)
     store = LabelStore(args.labels)
-    clip, sam = frozen_models([store], cfg.clip.model, args.sam_checkpoint, None, True, device)
+    options = ModelOptions(sam_checkpoint=args.sam_checkpoint, allow_random_weights=True)
+    clip, sam = frozen_models([store], cfg.clip.model, options, device)
     cache_dir = args.out / "feature_cache"
     t0 = time.perf_counter()
     untrained, eval_ids = untrained_metrics(

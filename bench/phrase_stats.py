@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/phrase_stats.py [--csv-dir DIR] [--raw] [--limit N]
 
-Reads every *.csv under --csv-dir (column `sent`), runs `pipeline.phrases.extract_phrases` on each
-file and prints, per file and overall, the shares of expressions with 0 (fallback: the whole
+Reads every *.csv under --csv-dir (column `sent`), runs `pipeline.labelling.phrases.extract_phrases`
+on each file and prints, per file and overall, the shares of expressions with 0 (fallback: the whole
 expression), 1, 2 and 3+ noun-chunk candidates, the mean number of candidates and sentences/s
 (single process; the spaCy model is loaded before the clock starts). --raw adds the same table with
 every chunk kept (no non-object rules, no cap; the parse repairs still apply), to show what the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from pipeline.phrases import (
+from pipeline.labelling.phrases import (
     PhrasesConfig,
     candidate_counts,
     candidate_histogram,

@@ -3,10 +3,10 @@
 For every ref of refcoco (unc), refcoco+ (unc), refcocog (umd, google), all splits, the relevance
 map is an oracle (DESIGN §4): "gt-mask" = the GT mask's area fraction per cell of a G×G grid over
 the image, "gt-box" = the same for the filled GT box, "gt-mask-noisy" = gt-mask blurred and
-noised (a robustness check, see `noisy_mask_map`). Each rule of pipeline.prompting turns it into
-a mask with the real vit_t SAM; reference rows prompt SAM with the GT itself: the GT box, and 16
-points uniform in the GT box labelled by the GT mask. Scores: pipeline.metrics, per referent (one
-sample per ref) and per sample (one per (ref, sentence), as RIS benchmarks count).
+noised (a robustness check, see `noisy_mask_map`). Each rule of pipeline.labelling.prompting turns
+it into a mask with the real vit_t SAM; reference rows prompt SAM with the GT itself: the GT box,
+and 16 points uniform in the GT box labelled by the GT mask. Scores: pipeline.scoring.metrics, per
+referent (one sample per ref) and per sample (one per (ref, sentence), as RIS benchmarks count).
 
     .venv/bin/python bench/prompting_rules.py [--grid 28] [--rules clip_surgery box_points]
 
@@ -32,8 +32,9 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 from segment_anything import SamPredictor
 
-from pipeline.metrics import RisMeter
-from pipeline.prompting import PROMPT_RULES, mask_to_grid, prompt_mask
+from pipeline.labelling.grid import mask_to_grid
+from pipeline.labelling.prompting import PROMPT_RULES, prompt_mask
+from pipeline.scoring.metrics import RisMeter
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REFER = SHARED / "data" / "refer_sample"

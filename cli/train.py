@@ -1,7 +1,4 @@
-"""`ppt-labels train`: the curriculum on label stores (a thin layer over `trainer.runner.train`).
-
-Registered on the main app by `register(app)` (cli/main.py's last lines).
-"""
+"""`ppt-labels train`: the curriculum on label stores (a thin layer over `trainer.loop.runner`)."""
 
 from __future__ import annotations
 
@@ -10,15 +7,12 @@ from typing import Annotated
 
 import typer
 
-from cli.main import (
-    ClipCheckpointOpt,
-    RandomWeightsOpt,
-    SamCheckpointOpt,
-    console,
-    user_errors,
-)
+from cli.app import console, user_errors
+from cli.options import with_model_options
+from pipeline.models.options import ModelOptions
 
 
+@with_model_options(exclude=("relevance",))
 def train(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="Training config YAML (configs/).")
@@ -38,24 +32,23 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue from OUT/last.pt if present.")
     ] = True,
-    device: Annotated[str, typer.Option(help="auto (cuda when available), cpu or cuda.")] = "auto",
     cache_dir: Annotated[
         Path | None,
         typer.Option("--cache-dir", help="CLIP feature cache (default OUT/feature_cache)."),
     ] = None,
-    sam_checkpoint: SamCheckpointOpt = None,
-    clip_checkpoint: ClipCheckpointOpt = None,
-    allow_random_weights: RandomWeightsOpt = False,
+    *,
+    models: ModelOptions,
 ) -> None:
     """Train the point generator through the curriculum; writes OUT/last.pt, metrics.json and
     curves.csv (per-epoch loss and mIoU)."""
+    import torch
     import torch.distributed as dist
 
-    from pipeline.stages.encode import resolve_device
-    from pipeline.store import LabelStore
+    from pipeline.models.runtime import resolve_device
+    from pipeline.store.reader import LabelStore
     from trainer.config import load_config
-    from trainer.runner import frozen_models
-    from trainer.runner import train as run_train
+    from trainer.loop.runner import frozen_models
+    from trainer.loop.runner import train as run_train
 
     cfg = load_config(config)
     roots = list(data_root) * len(labels) if len(data_root) == 1 else list(data_root)
@@ -64,16 +57,12 @@ def train(
             f"{len(labels)} --labels but {len(data_root)} --data-root: give one root, or one "
             "per store in the same order"
         )
-    torch_device = resolve_device(device)
-    if dist.is_available() and dist.is_initialized() and torch_device.type == "cuda":
-        import torch
-
-        torch_device = torch.device("cuda", torch.cuda.current_device())
+    device = resolve_device(models.device)
+    if dist.is_available() and dist.is_initialized() and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
     stores = [LabelStore(p) for p in labels]
-    clip, sam = frozen_models(
-        stores, cfg.clip.model, sam_checkpoint, clip_checkpoint, allow_random_weights, torch_device
-    )
-    metrics = run_train(cfg, labels, roots, out, clip, sam, torch_device, cache_dir, resume)
+    clip, sam = frozen_models(stores, cfg.clip.model, models, device)
+    metrics = run_train(cfg, labels, roots, out, clip, sam, device, cache_dir, resume)
     ev = metrics["eval"]
     console.print(
         f"[green]trained[/] {metrics['epochs']} epochs in {metrics['wall_s']}s: mIoU "

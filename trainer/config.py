@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import from_section, read_yaml_mapping, to_dict
-from pipeline.errors import ConfigError
-from trainer.criterion import LossConfig
-from trainer.point_generator import PointGeneratorConfig
+from pipeline.core.config import from_section, read_yaml_mapping, to_dict
+from pipeline.core.errors import ConfigError
+from trainer.loss.criterion import LossConfig
+from trainer.network.point_generator import PointGeneratorConfig
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 the centre prior.
 
 Maps go to the shard's Zarr array "relevance" (n_candidates, G, G) float16, row-aligned with the
-table through `array_row`. Sources are described in `pipeline.relevance`. The oracles read the
-dataset's ground truth; a sample without any (ImageNet) or with a broken annotation is rejected
+table through `array_row`. Sources are described in `pipeline.labelling.relevance`. The oracles read
+the dataset's ground truth; a sample without any (ImageNet) or with a broken annotation is rejected
 with the reason, and the build goes on. The "clip" source scores the phrases against the CLIP
 dense features that the encode stage cached, with the same CLIP (rebuilt from encode's config).
 The "centre" source gives every candidate the same centred prior (`relevance.centre_map`). Each
@@ -23,12 +23,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline import config as config_io
-from pipeline import relevance, schemas, shards
-from pipeline.errors import ConfigError, DatasetError
-from pipeline.records import Reject, SourceRecord
-from pipeline.stage import ShardOutput, ShardTask, StageSpec
-from pipeline.stages import encode
+from pipeline.core import config as config_io
+from pipeline.core.errors import ConfigError, DatasetError
+from pipeline.data.records import Reject, SourceRecord
+from pipeline.data.registry import cached_dataset
+from pipeline.labelling import relevance
+from pipeline.models.clip_surgery import encode_texts
+from pipeline.models.encoders import clip_for, encoder_config
+from pipeline.models.options import RELEVANCE_SOURCES
+from pipeline.models.runtime import reproducible_threads
+from pipeline.models.weights import check_weights
+from pipeline.stages.runner import ShardOutput, ShardTask, StageContext, StageSpec, upstream_config
+from pipeline.store import schemas, shards
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,8 @@ class AttentionConfig:
     redundant: str = "empty"  # clip: surgery against "" (empty) or the sample's phrases (phrases)
 
     def __post_init__(self) -> None:
-        if self.source not in relevance.SOURCES:
-            raise ValueError(f"source {self.source!r}: choose {', '.join(relevance.SOURCES)}")
+        if self.source not in RELEVANCE_SOURCES:
+            raise ValueError(f"source {self.source!r}: choose {', '.join(RELEVANCE_SOURCES)}")
         if self.grid < 2:
             raise ValueError("grid must be at least 2")
         if self.centre_sigma <= 0:
@@ -54,10 +60,10 @@ class AttentionConfig:
             raise ValueError("templates must be non-empty and each hold one {} for the phrase")
 
 
-def apply_options(section: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+def apply_options(section: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     """--relevance overrides attention.source."""
-    if options.get("relevance") is not None:
-        return {**section, "source": options["relevance"]}
+    if ctx.models.relevance is not None:
+        return {**section, "source": ctx.models.relevance}
     return section
 
 
@@ -74,8 +80,6 @@ def _oracle_maps(
     task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
 ) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
     """(candidate, (G, G) map) for each candidate whose sample has ground truth; the rejects."""
-    from pipeline.datasets import cached_dataset
-
     ctx = task.context
     dataset = cached_dataset(ctx.dataset, str(ctx.data_root))
     fields = [f.name for f in dataclasses.fields(SourceRecord)]
@@ -108,17 +112,14 @@ def _clip_maps(
     """(candidate, (G, G) map) for every candidate, from encode's cached CLIP features."""
     import zarr
 
-    from pipeline.clip_surgery import encode_texts
-
     arrays = zarr.open_group(str(Path(task.inputs["encode"]).with_suffix(".zarr")), mode="r")
     if "clip_dense" not in arrays:
         raise ConfigError(
             "attention.source clip needs CLIP features from the encode stage: re-run it with "
             "--relevance clip (or encode.clip: true in params.yaml)"
         )
-    ecfg = encode.upstream_config(task.inputs["encode"])
-    clip = encode.clip_for(ecfg)
-    encode.check_weights(dict(arrays.attrs)["clip"], clip, f"CLIP {clip.name}")
+    clip = clip_for(encoder_config(upstream_config(task, "encode")))
+    check_weights(dict(arrays.attrs)["clip"], clip, f"CLIP {clip.name}")
     features = arrays["clip_dense"][...]  # (n_images, G, G, D) f16
     table = shards.read_parquet(task.inputs["encode"])
     row_of = {r["image_sha256"]: r["array_row"] for r in table.to_pylist()}
@@ -147,7 +148,7 @@ MapSource = Callable[
     [ShardTask, AttentionConfig, dict[str, dict[str, Any]], list],
     tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]],
 ]
-# attention.source → how its maps are made (every key of relevance.SOURCES has one).
+# attention.source → how its maps are made (every key of RELEVANCE_SOURCES has one).
 MAP_SOURCES: dict[str, MapSource] = {
     "clip": _clip_maps,
     "gt-box": _oracle_maps,
@@ -161,7 +162,7 @@ def run_shard(task: ShardTask) -> ShardOutput:
     cfg = config_io.from_section(AttentionConfig, task.config, "attention")
     samples = {s["sample_id"]: s for s in shards.read_parquet(task.inputs["ingest"]).to_pylist()}
     phrases = shards.read_parquet(task.inputs["phrases"]).to_pylist()  # by sample, cand_idx
-    with encode.reproducible_threads():
+    with reproducible_threads():
         maps, rejects = MAP_SOURCES[cfg.source](task, cfg, samples, phrases)
     table = pa.table(
         {
@@ -180,7 +181,6 @@ def run_shard(task: ShardTask) -> ShardOutput:
 
 SPEC = StageSpec(
     name="attention",
-    table="attention",
     inputs=("ingest", "phrases", "encode"),
     schema=schemas.ATTENTION,
     run_shard=run_shard,

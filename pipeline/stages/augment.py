@@ -4,9 +4,9 @@ Runs in a built D_sem (ImageNet) store after points. Its sources are the D_sem s
 survived the masks stage's quality gates (a masks and a points row, a non-empty mask). Planning
 is global (any composite may take any source): `plan_composites` draws the specs from
 augment.seed, and they are packed into shards of `shard_size` composites. Each shard renders its
-composites with `pipeline.composites` (masks and points transformed exactly, never SAM again),
-writes each image to `augment/images/{mosaic,fusion}/NNNNNN.{png,jpg}` (temp, then rename) and
-one table row per composite with its objects (schemas.AUGMENT). A planned composite that renders
+composites with `pipeline.labelling.composites` (masks and points transformed exactly, never SAM
+again), writes each image to `augment/images/{mosaic,fusion}/NNNNNN.{png,jpg}` (temp, then rename)
+and one table row per composite with its objects (schemas.AUGMENT). A planned composite that renders
 to nothing (a tiny mask, a hidden host, no unambiguous expression) becomes a reject.
 
 The `composite` dataset kind (pipeline/composite_dataset.py) reads this table as a dataset, so
@@ -29,13 +29,16 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from pipeline import config as config_io
-from pipeline import schemas, shards
-from pipeline.composites import CompositeConfig, SourceObject, plan_composites, render_composite
-from pipeline.errors import ConfigError, StoreError
-from pipeline.imagenet import class_noun
-from pipeline.records import Reject
-from pipeline.stage import ShardOutput, ShardTask, StageContext, StageSpec, read_stage_manifest
+from pipeline.core import config as config_io
+from pipeline.core import hashing
+from pipeline.core.errors import ConfigError, StoreError
+from pipeline.data.imagenet import class_noun
+from pipeline.data.records import Reject
+from pipeline.labelling.composites.plan import CompositeConfig, plan_composites
+from pipeline.labelling.composites.render import SourceObject, render_composite
+from pipeline.stages.runner import ShardOutput, ShardTask, StageContext, StageSpec
+from pipeline.store import schemas, shards
+from pipeline.store.stage_record import read_stage_record, stage_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ EMPTY_REASONS = {
 @dataclass(frozen=True)
 class AugmentConfig:
     """params.yaml [augment] keys of the stage itself; the section's other keys (geometry, counts,
-    seed) are `pipeline.composites.CompositeConfig`'s."""
+    seed) are `pipeline.labelling.composites.plan.CompositeConfig`'s."""
 
     shard_size: int = 256  # composites per shard
     image_format: str = "jpg"  # png (lossless, ~5x larger) | jpg; the sources are JPEGs already
@@ -100,9 +103,7 @@ def read_config(section: dict[str, Any]) -> dict[str, Any]:
 
 def _stage_rows(store: Path, name: str) -> tuple[list[dict[str, Any]], list[str]]:
     """All rows of a finished stage of `store`, and its shards' sha256."""
-    from pipeline.stage import stage_dir
-
-    manifest = read_stage_manifest(store, name)
+    manifest = read_stage_record(store, name)
     if manifest is None:
         raise StoreError(
             f"augment reads stage {name!r}, which has not completed in {store}: run "
@@ -162,7 +163,7 @@ def plan(ctx: StageContext, config: dict[str, Any]) -> list[tuple[Any, str]]:
     for k, chunk in enumerate(chunks or [[]]):  # one shard at least: the table always exists
         used = {sid: sources[sid] for spec in chunk for sid in spec.source_ids}
         rejects = carried if k == 0 else []
-        fp = shards.fingerprint(
+        fp = hashing.fingerprint(
             input_hashes,
             [dataclasses.asdict(s) for s in chunk],
             dict(sorted(used.items())),
@@ -188,7 +189,7 @@ def write_image(image: np.ndarray, path: Path, own: AugmentConfig) -> str:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(data)
     tmp.replace(path)
-    return shards.sha256_bytes(data)
+    return hashing.sha256_bytes(data)
 
 
 def run_shard(task: ShardTask) -> ShardOutput:
@@ -249,7 +250,6 @@ def run_shard(task: ShardTask) -> ShardOutput:
 
 SPEC = StageSpec(
     name="augment",
-    table="augment",
     inputs=(),  # planned from the whole store (ingest, split, masks, points): see `plan`
     schema=schemas.AUGMENT,
     run_shard=run_shard,

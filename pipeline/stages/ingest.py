@@ -23,11 +23,13 @@ from typing import Any
 import pyarrow as pa
 from PIL import Image
 
-from pipeline import config as config_io
-from pipeline import schemas, shards
-from pipeline.errors import ConfigError
-from pipeline.records import Reject, SourceRecord
-from pipeline.stage import ShardOutput, ShardTask, StageContext, StageSpec
+from pipeline.core import config as config_io
+from pipeline.core import hashing
+from pipeline.core.errors import ConfigError
+from pipeline.data.records import Reject, SourceRecord
+from pipeline.data.registry import open_dataset
+from pipeline.stages.runner import ShardOutput, ShardTask, StageContext, StageSpec
+from pipeline.store import schemas
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,10 @@ class IngestConfig:
             raise ValueError(f"max_images {self.max_images}: give at least 1, or null for all")
 
 
-def apply_options(section: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+def apply_options(section: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     """--max-images overrides ingest.max_images (so it is hashed into the fingerprint)."""
-    if options.get("max_images") is not None:
-        return {**section, "max_images": int(options["max_images"])}
+    if ctx.max_images is not None:
+        return {**section, "max_images": int(ctx.max_images)}
     return section
 
 
@@ -77,8 +79,6 @@ def keep_images(records: list[SourceRecord], max_images: int | None, seed: int) 
 
 def plan(ctx: StageContext, config: dict[str, Any]) -> list[tuple[Any, str]]:
     """Read the dataset, group records by image, and pack images into shards."""
-    from pipeline.datasets import open_dataset
-
     cfg = IngestConfig(**{**config, "splits": config["splits"] and tuple(config["splits"])})
     dataset = open_dataset(ctx.dataset, ctx.data_root)
     records, rejects = dataset.records(list(cfg.splits) if cfg.splits else None)
@@ -104,7 +104,7 @@ def plan(ctx: StageContext, config: dict[str, Any]) -> list[tuple[Any, str]]:
         carried = rejects if k == 0 else []  # dataset-level rejects are reported with shard 0
         images = sorted({r.image_path for r in shard_records})
         sizes = [_size(ctx.data_root / p) for p in images]
-        fp = shards.fingerprint(
+        fp = hashing.fingerprint(
             ctx.dataset,
             inputs,
             [asdict(r) for r in shard_records],
@@ -117,15 +117,13 @@ def plan(ctx: StageContext, config: dict[str, Any]) -> list[tuple[Any, str]]:
 
 def _input_hashes(ctx: StageContext, dataset: Any) -> list[tuple[str, str]]:
     return sorted(
-        (Path(path).relative_to(ctx.data_root).as_posix(), shards.sha256_file(path))
+        (Path(path).relative_to(ctx.data_root).as_posix(), hashing.sha256_file(path))
         for path in dataset.input_files()
     )
 
 
 def provenance(ctx: StageContext, config: dict[str, Any]) -> dict[str, Any]:
     """The dataset's annotation files and their sha256, for the store manifest."""
-    from pipeline.datasets import open_dataset
-
     dataset = open_dataset(ctx.dataset, ctx.data_root)
     return {"dataset": ctx.dataset, "input_sha256": dict(_input_hashes(ctx, dataset))}
 
@@ -169,7 +167,6 @@ def run_shard(task: ShardTask) -> ShardOutput:
 
 SPEC = StageSpec(
     name="ingest",
-    table="samples",
     inputs=(),
     schema=schemas.SAMPLES,
     run_shard=run_shard,

@@ -2,11 +2,11 @@
 
 SAM's mask decoder runs on the image embedding the encode stage cached (no image is encoded
 again), through an unmodified `SamPredictor` whose image state is set from the cache. The
-prompting rule is `pipeline.prompting`'s (params.yaml masks.rule). Each mask is stored as COCO
-RLE counts at the image's original size, with its box, SAM's predicted IoU and its agreement with
-the relevance map (the soft IoU of `pipeline.prompting.agreement`). Masks that fail the quality
-gates (`pipeline.gates`: nearly empty, nearly the whole image, far from the map; D_sem only by
-default) get no row but a reject naming the gate.
+prompting rule is `pipeline.labelling.prompting`'s (params.yaml masks.rule). Each mask is stored as
+COCO RLE counts at the image's original size, with its box, SAM's predicted IoU and its agreement
+with the relevance map (the soft IoU of `pipeline.labelling.grid.agreement`). Masks that fail the
+quality gates (`pipeline.labelling.gates`: nearly empty, nearly the whole image, far from the map;
+D_sem only by default) get no row but a reject naming the gate.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 from segment_anything import SamPredictor
 
-from pipeline import config as config_io
-from pipeline import schemas, shards
-from pipeline.gates import Gates, gate_reason
-from pipeline.prompting import PROMPT_RULES, prompt_mask
-from pipeline.records import Reject
-from pipeline.rle import encode_rle
-from pipeline.stage import ShardOutput, ShardTask, StageSpec
-from pipeline.stages import encode
+from pipeline.core import config as config_io
+from pipeline.core.rle import encode_rle
+from pipeline.data.records import Reject
+from pipeline.labelling.gates import Gates, gate_reason
+from pipeline.labelling.prompting import PROMPT_RULES, prompt_mask
+from pipeline.models.encoders import cached_predictor, encoder_config, sam_for
+from pipeline.models.runtime import reproducible_threads
+from pipeline.models.weights import check_weights
+from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec, upstream_config
+from pipeline.store import schemas, shards
 
 DEFAULT_RULE = "box_points"  # bench/prompting_rules.py: best on gt-box and gt-mask maps alike
 
@@ -37,7 +38,9 @@ DEFAULT_RULE = "box_points"  # bench/prompting_rules.py: best on gt-box and gt-m
 class MasksConfig:
     """params.yaml [masks]."""
 
-    rule: str = DEFAULT_RULE  # pipeline.prompting.PROMPT_RULES key: box_points, clip_surgery, ...
+    rule: str = (
+        DEFAULT_RULE  # pipeline.labelling.prompting.PROMPT_RULES key: box_points, clip_surgery, ...
+    )
     # Quality gates (pipeline/gates.py: why D_sem only) on the mask's share of the image and on
     # its agreement with the relevance map.
     min_area_frac: float = 0.01  # below: nearly empty, rejected
@@ -63,23 +66,6 @@ def read_config(section: dict[str, Any]) -> dict[str, Any]:
     return config_io.to_dict(config_io.from_section(MasksConfig, section, "masks"))
 
 
-def cached_predictor(
-    predictor: SamPredictor, embedding: np.ndarray, original: tuple[int, int], resized: tuple
-) -> SamPredictor:
-    """Give `predictor` the state `set_image` would leave, from a cached (256, 64, 64) embedding.
-
-    original: the image's (H, W); resized: SAM's input (h, w) before padding.
-    """
-    predictor.reset_image()
-    predictor.features = torch.from_numpy(embedding.astype(np.float32))[None].to(
-        predictor.device
-    )  # (1, 256, 64, 64)
-    predictor.original_size = tuple(int(v) for v in original)
-    predictor.input_size = tuple(int(v) for v in resized)
-    predictor.is_image_set = True
-    return predictor
-
-
 def run_shard(task: ShardTask) -> ShardOutput:
     """Prompt SAM for every candidate that has a relevance map; one row per candidate."""
     import zarr
@@ -94,10 +80,10 @@ def run_shard(task: ShardTask) -> ShardOutput:
     split = shards.read_parquet(task.inputs["split"]).to_pylist()
     subset = {(r["sample_id"], r["cand_idx"]): r["subset"] for r in split}
 
-    sam = encode.sam_for(encode.upstream_config(task.inputs["encode"]))
-    encode.check_weights(dict(embeddings.attrs)["sam"], sam, f"SAM {sam.variant}")
+    sam = sam_for(encoder_config(upstream_config(task, "encode")))
+    check_weights(dict(embeddings.attrs)["sam"], sam, f"SAM {sam.variant}")
     predictor = SamPredictor(sam.model)
-    with encode.reproducible_threads():
+    with reproducible_threads():
         results = _prompt_all(cfg.rule, cands, samples, images, embeddings, relevance, predictor)
     keys, rows, rejects = [], [], []
     for c in cands:  # the attention table's order
@@ -164,7 +150,6 @@ def _prompt_all(
 
 SPEC = StageSpec(
     name="masks",
-    table="masks",
     inputs=("ingest", "split", "encode", "attention"),
     schema=schemas.MASKS,
     run_shard=run_shard,

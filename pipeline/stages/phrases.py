@@ -2,7 +2,7 @@
 
 Some sources need no parsing: their candidates are given (`GIVEN`, source → function). ImageNet's
 one candidate is its class name; a composite's are its E objects' class nouns in object order,
-which the composite adapter holds (`pipeline.composite_dataset`).
+which the composite adapter holds (`pipeline.data.composite`).
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import config as config_io
-from pipeline import schemas, shards
-from pipeline.phrases import PhrasesConfig, extract_phrases
-from pipeline.stage import ShardOutput, ShardTask, StageSpec
+from pipeline.core import config as config_io
+from pipeline.data.registry import cached_dataset
+from pipeline.labelling.phrases import PhrasesConfig, extract_phrases
+from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
+from pipeline.store import schemas, shards
 
 # (text, start_char, end_char, head, fallback): one candidate phrase row after its ids.
 Phrase = tuple[str, int, int, str, bool]
@@ -30,8 +31,6 @@ def _class_candidate(sample: dict[str, Any], task: ShardTask) -> list[Phrase]:
 
 def _given_candidates(sample: dict[str, Any], task: ShardTask) -> list[Phrase]:
     """Composites: the adapter's objects, in object order (their nouns, spans where mentioned)."""
-    from pipeline.datasets import cached_dataset
-
     dataset = cached_dataset(task.context.dataset, str(task.context.data_root))
     return [
         (c.phrase, c.start_char, c.end_char, c.phrase.split()[-1], False)
@@ -74,7 +73,6 @@ def run_shard(task: ShardTask) -> ShardOutput:
 
 SPEC = StageSpec(
     name="phrases",
-    table="phrases",
     inputs=("ingest",),
     schema=schemas.PHRASES,
     run_shard=run_shard,

@@ -9,17 +9,16 @@ gets no points.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from pipeline import config as config_io
-from pipeline import schemas, shards
-from pipeline.rle import decode_rle
-from pipeline.stage import ShardOutput, ShardTask, StageSpec
+from pipeline.core import config as config_io
+from pipeline.core.rle import decode_rle
+from pipeline.labelling.points import candidate_rng, sample_points
+from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
+from pipeline.store import schemas, shards
 
 
 @dataclass(frozen=True)
@@ -37,36 +36,6 @@ class PointsConfig:
 def read_config(section: dict[str, Any]) -> dict[str, Any]:
     """Validate the [points] section."""
     return config_io.to_dict(config_io.from_section(PointsConfig, section, "points"))
-
-
-def candidate_rng(seed: int, sample_id: str, cand_idx: int) -> np.random.Generator:
-    """A generator seeded by a stable hash (not Python's salted `hash`) of the candidate."""
-    digest = hashlib.sha256(f"{seed}\0{sample_id}\0{cand_idx}".encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-def sample_points(
-    mask: np.ndarray, bbox: list[float], m: int, rng: np.random.Generator
-) -> list[dict[str, Any]]:
-    """m points uniform in the xywh box of an (H, W) mask, label = mask at the point's pixel.
-
-    Returns [{"x", "y", "label"}] with x, y normalised to [0, 1] by width and height.
-    """
-    height, width = mask.shape
-    x0, y0, w, h = bbox
-    if w <= 0 or h <= 0:
-        return []
-    xs = x0 + rng.random(m) * w  # (m,) pixels, in [x0, x0 + w)
-    ys = y0 + rng.random(m) * h  # (m,)
-    px = np.clip(xs.astype(np.int64), 0, width - 1)
-    py = np.clip(ys.astype(np.int64), 0, height - 1)
-    labels = mask[py, px].astype(np.int8)  # (m,) 1 inside, 0 outside
-    xs_n = np.clip(xs / width, 0.0, 1.0).astype(np.float32)
-    ys_n = np.clip(ys / height, 0.0, 1.0).astype(np.float32)
-    return [
-        {"x": float(x), "y": float(y), "label": int(lab)}
-        for x, y, lab in zip(xs_n, ys_n, labels, strict=True)
-    ]
 
 
 def run_shard(task: ShardTask) -> ShardOutput:
@@ -93,7 +62,6 @@ def run_shard(task: ShardTask) -> ShardOutput:
 
 SPEC = StageSpec(
     name="points",
-    table="points",
     inputs=("ingest", "masks"),
     schema=schemas.POINTS,
     run_shard=run_shard,

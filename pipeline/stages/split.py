@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from pipeline import schemas, shards
-from pipeline.stage import ShardOutput, ShardTask, StageSpec
+from pipeline.data.registry import cached_dataset
+from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
+from pipeline.store import schemas, shards
 
 OBJECT_CENTRIC = {"imagenet": "D_sem", "mosaic": "D_ref", "fusion": "D_ref"}
 
@@ -29,8 +30,6 @@ def subset_of(source: str, n_candidates: int) -> str:
 
 
 def _given_referents(task: ShardTask, sample_id: str) -> list[int]:
-    from pipeline.datasets import cached_dataset
-
     dataset = cached_dataset(task.context.dataset, str(task.context.data_root))
     return [c.referent for c in dataset.given_candidates(sample_id)]
 
@@ -71,7 +70,6 @@ def run_shard(task: ShardTask) -> ShardOutput:
 
 SPEC = StageSpec(
     name="split",
-    table="split",
     inputs=("ingest", "phrases"),
     schema=schemas.SPLIT,
     run_shard=run_shard,

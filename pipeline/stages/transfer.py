@@ -14,16 +14,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline import schemas, shards
-from pipeline.datasets import GivenCandidate
-from pipeline.errors import ConfigError
-from pipeline.stage import ShardOutput, ShardTask, StageSpec
+from pipeline.core.errors import ConfigError
+from pipeline.data.dataset import GivenCandidate
+from pipeline.data.registry import cached_dataset
+from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
+from pipeline.store import schemas, shards
 
 
 def _given(task: ShardTask) -> list[tuple[str, int, GivenCandidate]]:
     """(sample_id, cand_idx, given candidate) for every sample of the shard, in shard order."""
-    from pipeline.datasets import cached_dataset
-
     dataset = cached_dataset(task.context.dataset, str(task.context.data_root))
     if not hasattr(dataset, "given_candidates"):
         raise ConfigError(
@@ -74,7 +73,6 @@ def run_points(task: ShardTask) -> ShardOutput:
 
 MASKS_SPEC = StageSpec(
     name="transfer_masks",
-    table="masks",  # the same directory and schema as the SAM masks stage
     inputs=("ingest",),
     schema=schemas.MASKS,
     run_shard=run_masks,
@@ -82,7 +80,6 @@ MASKS_SPEC = StageSpec(
 
 POINTS_SPEC = StageSpec(
     name="transfer_points",
-    table="points",  # the same directory and schema as the points stage
     inputs=("ingest", "transfer_masks"),
     schema=schemas.POINTS,
     run_shard=run_points,

@@ -1,0 +1,123 @@
+"""Looking at label stores: `show`, `stats`, `eval-labels` and `labels validate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.app import console, err_console, user_errors
+
+LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Label store dir.")]
+
+
+def show(
+    labels: LabelsOpt,
+    data_root: Annotated[Path, typer.Option("--data-root", help="Dataset root (images).")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="PNG to write; without .png: a folder of one PNG each."),
+    ] = Path("show.png"),
+    n: Annotated[int, typer.Option("--n", help="Samples to draw.")] = 8,
+    sample_id: Annotated[
+        list[str] | None, typer.Option("--sample-id", help="Draw these samples (repeatable).")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Only this split.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Only this subset (H_sem, H_ref...).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random choice of samples.")] = 0,
+) -> None:
+    """Render samples (image, expression, phrases, masks, points, heat maps) to a PNG or folder.
+
+    Composites (D_ref) show every object's mask outline with the referent highlighted.
+    """
+    from pipeline.reports.show import (
+        choose_samples,
+        image_from_root,
+        relevance_heatmaps,
+        render,
+        render_each,
+    )
+    from pipeline.store.reader import LabelStore
+
+    store = LabelStore(labels)
+    chosen = choose_samples(store, n, sample_id, split, subset, seed)
+    draw = render if out.suffix.lower() == ".png" else render_each
+    draw(store, chosen, image_from_root(data_root), out, relevance_heatmaps(store))
+    console.print(f"[green]wrote[/] {out} ({len(chosen)} samples)")
+
+
+def stats(
+    labels: LabelsOpt,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the card as JSON here.")
+    ] = None,
+) -> None:
+    """Print a dataset card: sizes, splits, subsets, candidates per sample, text, rejects."""
+    from rich.table import Table
+
+    from pipeline.reports.card import dataset_card
+
+    card = dataset_card(labels)
+    table = Table(title=f"dataset card: {labels}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in card.items():
+        if isinstance(value, list):
+            value = ", ".join(f"{k} ({v})" for k, v in value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items())
+        table.add_row(key, str(value))
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def eval_labels(
+    labels: LabelsOpt,
+    data_root: Annotated[Path, typer.Option("--data-root", help="Dataset root (ground truth).")],
+    metrics_out: Annotated[
+        Path | None, typer.Option("--metrics-out", help="Write the metrics as JSON here.")
+    ] = None,
+) -> None:
+    """Score pseudo-labels against ground truth: H_sem referents and the best candidate."""
+    from rich.table import Table
+
+    from pipeline.core.config import jsonable
+    from pipeline.scoring.label_eval import evaluate_labels
+    from pipeline.scoring.metrics import SUMMARY_KEYS
+
+    metrics = evaluate_labels(labels, data_root)
+    table = Table(title=f"pseudo-labels: {labels}")
+    table.add_column("labels")
+    for key in SUMMARY_KEYS:
+        table.add_column(key, justify="right")
+    for row, values in metrics.items():
+        cells = [f"{values[k]:.2f}" if k != "n" else str(values[k]) for k in SUMMARY_KEYS]
+        table.add_row(row, *cells)
+    console.print(table)
+    if metrics_out:
+        metrics_out.parent.mkdir(parents=True, exist_ok=True)
+        metrics_out.write_text(json.dumps(jsonable(metrics), indent=2, sort_keys=True) + "\n")
+
+
+def validate(store: Annotated[Path, typer.Argument(help="Label store dir.")]) -> None:
+    """Check a store: manifest and schema version, every shard present with its sha256 and rows."""
+    from pipeline.store.validate import validate as validate_store
+
+    problems = validate_store(store)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]{store}: {len(problems)} problem(s)[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/] {store} is valid")
+
+
+def register(app: typer.Typer, labels_app: typer.Typer) -> None:
+    """Add `show`, `stats`, `eval-labels` and `labels validate`."""
+    app.command("show")(user_errors(show))
+    app.command("stats")(user_errors(stats))
+    app.command("eval-labels")(user_errors(eval_labels))
+    labels_app.command("validate")(user_errors(validate))

@@ -1,0 +1,1 @@
+"""Scoring against ground truth (DESIGN §7): the RIS metrics and the pseudo-label evaluation."""

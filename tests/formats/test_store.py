@@ -1,0 +1,121 @@
+"""The label store: complete, valid, resumable, deterministic, and loud about damage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.core.errors import StoreError
+from pipeline.data.registry import open_dataset
+from pipeline.stages.build import build
+from pipeline.stages.executor import InProcessExecutor
+from pipeline.store.reader import LabelStore
+from pipeline.store.validate import validate
+from tests.helpers import SMALL_PARAMS, TINY_PARAMS, tree_bytes
+
+
+def test_store_has_one_sample_per_record(synthetic_store: Path, synthetic_root: Path) -> None:
+    records, _ = open_dataset("synthetic", synthetic_root).records()
+    store = LabelStore(synthetic_store)
+    samples = store.samples()
+    assert samples.num_rows == len(records) > 0
+    assert sorted(samples.column("sample_id").to_pylist()) == sorted(r.sample_id for r in records)
+    assert validate(synthetic_store) == []
+    manifest = store.manifest
+    assert manifest["schema_version"] == 1
+    assert manifest["stats"]["samples"] == len(records)
+    assert set(manifest["input_sha256"]) == {"synthetic/refs(unc).p", "synthetic/instances.json"}
+    assert len(manifest["shards"]) >= 2 * 3 * 2  # several shards per table, each with rejects
+
+
+def test_subsets_follow_candidate_counts(synthetic_store: Path) -> None:
+    store = LabelStore(synthetic_store)
+    samples = store.samples().to_pylist()
+    candidates = store.candidates().to_pylist()
+    per_sample: dict[str, list[dict]] = {}
+    for c in candidates:
+        per_sample.setdefault(c["sample_id"], []).append(c)
+    assert {s["subset"] for s in samples} == {"H_sem", "H_ref"}
+    for s in samples:
+        cands = per_sample[s["sample_id"]]
+        assert [c["cand_idx"] for c in cands] == list(range(len(cands)))
+        assert s["n_candidates"] == len(cands) >= 1
+        expected = "H_sem" if len(cands) == 1 else "H_ref"
+        assert s["subset"] == expected
+        assert all(c["referent"] == (1 if expected == "H_sem" else 0) for c in cands)
+        assert all(c["phrase"] in s["expression"] for c in cands)
+
+
+def test_shards_keep_images_whole(synthetic_store: Path) -> None:
+    seen: dict[str, str] = {}
+    for path in sorted((synthetic_store / "samples").glob("part-*.parquet")):
+        for image in pq.read_table(path, columns=["image_sha256"]).column(0).to_pylist():
+            assert seen.setdefault(image, path.name) == path.name
+
+
+def test_rerun_is_a_noop(store_copy: Path, synthetic_root: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in store_copy.rglob("*") if p.is_file()}
+    build("synthetic", synthetic_root, store_copy, SMALL_PARAMS, InProcessExecutor())
+    after = {p: p.stat().st_mtime_ns for p in store_copy.rglob("*") if p.is_file()}
+    assert after == before  # nothing rewritten, nothing added
+
+
+def test_changed_params_redo_only_downstream(store_copy: Path, synthetic_root: Path) -> None:
+    ingest_before = tree_bytes(store_copy / "samples")
+    mtimes = {p: p.stat().st_mtime_ns for p in (store_copy / "samples").rglob("*")}
+    params = {**SMALL_PARAMS, "phrases": {"max_candidates": 1}}
+    build("synthetic", synthetic_root, store_copy, params, InProcessExecutor())
+    assert {p: p.stat().st_mtime_ns for p in (store_copy / "samples").rglob("*")} == mtimes
+    assert tree_bytes(store_copy / "samples") == ingest_before
+    samples = LabelStore(store_copy).samples()
+    assert set(samples.column("n_candidates").to_pylist()) == {1}
+    assert validate(store_copy) == []
+
+
+def test_same_inputs_give_same_bytes(tmp_path: Path, tiny_store: Path, tiny_root: Path):
+    again = tmp_path / "again"
+    build("synthetic", tiny_root, again, TINY_PARAMS, InProcessExecutor())
+    assert tree_bytes(again) == tree_bytes(tiny_store)
+
+
+def test_validate_names_each_problem(store_copy: Path) -> None:
+    shard = store_copy / "phrases" / "part-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    (store_copy / "split" / "part-00000.parquet").unlink()
+    shutil.copy(
+        store_copy / "samples" / "part-00000.parquet", store_copy / "samples" / "part-09999.parquet"
+    )
+    problems = validate(store_copy)
+    text = "\n".join(problems)
+    assert "phrases/part-00001.parquet: sha256" in text
+    assert "split/part-00000.parquet: listed in manifest.json but missing" in text
+    assert "samples/part-09999.parquet: shard not listed" in text
+    assert len(problems) == 3
+
+
+def test_unknown_schema_version_is_refused(store_copy: Path) -> None:
+    path = store_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["schema_version"] = 99
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="schema_version 99"):
+        LabelStore(store_copy)
+    assert "schema_version 99" in validate(store_copy)[0]
+
+
+def test_store_without_manifest_is_incomplete(store_copy: Path) -> None:
+    (store_copy / "manifest.json").unlink()
+    with pytest.raises(StoreError, match="incomplete"):
+        LabelStore(store_copy)
+
+
+def test_deleted_shard_is_rebuilt_on_rerun(store_copy: Path, synthetic_root: Path) -> None:
+    reference = tree_bytes(store_copy)
+    (store_copy / "phrases" / "part-00000.parquet").unlink()
+    (store_copy / "phrases" / "_stage.json").unlink()
+    build("synthetic", synthetic_root, store_copy, SMALL_PARAMS, InProcessExecutor())
+    assert tree_bytes(store_copy) == reference

@@ -1,0 +1,203 @@
+"""One training epoch and one evaluation pass; every curriculum stage calls these two (DESIGN §6).
+
+Batches come from `trainer.data.collate`: stages N × (B, G*G, C_n), words (B, T, C_t), text_pad
+(B, T), sam_embedding (B, 256, 64, 64), size (B, 2) original (H, W), targets (B dicts). The model
+returns pred_masks (B, K, 256, 256) low-res logits in SAM's padded frame; evaluation keeps the
+most confident query's mask, upsamples it to the original (H, W) and thresholds at logit 0.
+
+Metrics are DESIGN §7's (`pipeline.scoring.metrics`), per sample against a reference mask: the
+ground truth where the dataset has it, else the referent pseudo-label (`reference_masks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pipeline.core.rle import decode_rle
+from pipeline.models.frozen import FrozenSam
+from pipeline.models.runtime import autocast
+from pipeline.scoring.metrics import intersection_union, summarize
+from trainer.data.samples import Sample
+from trainer.loss.criterion import SetCriterion
+from trainer.network.prompt_model import PointPromptModel
+from trainer.network.soft_sam import upscale_masks
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, str]  # (store index, sample_id)
+
+
+def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move a collated batch's tensors (and its targets') to `device`."""
+    out = dict(batch)
+    out["stages"] = [s.to(device, non_blocking=True) for s in batch["stages"]]
+    for k in ("words", "text_pad", "sam_embedding", "size"):
+        out[k] = batch[k].to(device, non_blocking=True)
+    if "targets" in batch:
+        out["targets"] = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+    return out
+
+
+def needs_masks(criterion: SetCriterion) -> bool:
+    """Whether the loss or the matching reads pred_masks (else SAM need not decode in training)."""
+    m = criterion.matcher
+    return "masks" in criterion.losses or bool(m.cost_mask_dice or m.cost_mask_bce)
+
+
+def forward(
+    model: PointPromptModel, batch: Mapping[str, Any], masks: bool = True
+) -> dict[str, torch.Tensor]:
+    """The model on one batch (see the module docstring for shapes).
+
+    With `masks=False` only the point generator runs (no pred_masks): the frozen SAM decoder is
+    most of a step's cost on CPU, and a points-and-score loss does not read its masks.
+    """
+    if not masks:
+        return model.generator(
+            batch["stages"],
+            batch["words"],
+            batch["text_pad"],
+            batch["sam_embedding"],
+            batch["size"],
+        )
+    return model(
+        batch["stages"], batch["words"], batch["text_pad"], batch["sam_embedding"], batch["size"]
+    )
+
+
+def train_one_epoch(
+    model: PointPromptModel,
+    criterion: SetCriterion,
+    loader: Iterable[Mapping[str, Any]],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = True,
+    grad_clip: float = 0.0,
+) -> dict[str, float]:
+    """One pass over `loader`; returns the mean of the weighted loss and of every loss term.
+
+    Args:
+        scaler: a GradScaler for fp16 autocast (None for bf16 and CPU).
+        amp: autocast on CUDA.
+        grad_clip: max gradient norm of the trainable parameters (0 = off).
+    """
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
+    steps = 0
+    decode = needs_masks(criterion)
+    for raw in loader:
+        batch = to_device(raw, device)
+        with autocast(device, amp):
+            outputs = forward(model, batch, decode)
+        outputs = {k: v.float() for k, v in outputs.items()}  # the loss in float32
+        terms = criterion(outputs, batch["targets"])
+        loss = criterion.weighted(terms)
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(
+                f"loss is {float(loss.detach())}: lower optim.lr or set optim.grad_clip"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        steps += 1
+        for k, v in {"loss": loss, **terms}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+    return {k: v / max(steps, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def predict_masks(
+    model: PointPromptModel,
+    loader: Iterable[Mapping[str, Any]],
+    sam: FrozenSam,
+    device: torch.device,
+    amp: bool = True,
+) -> Iterator[tuple[Key, np.ndarray, float]]:
+    """(key, (H, W) bool mask at original size, confidence) of every sample.
+
+    The mask is the most confident query's (DESIGN §6), as `PointPromptModel.predict`, but SAM
+    decodes only that query's points: each query is decoded independently, so the result is
+    the same for K times less decoder work.
+    """
+    model.eval()
+    for raw in loader:
+        batch = to_device(raw, device)
+        with autocast(device, amp):
+            out = forward(model, batch, masks=False)
+            score, query = out["pred_scores"].sigmoid().max(dim=1)  # (B,), (B,)
+            rows = torch.arange(len(query), device=query.device)
+            points = out["pred_points"][rows, query][:, None]  # (B, 1, M, 2)
+            logits = out["pred_point_logits"][rows, query][:, None]  # (B, 1, M)
+            masks, _ = model.decoder(batch["sam_embedding"], points, logits, batch["size"])
+        for b, key in enumerate(batch["key"]):
+            h, w = (int(v) for v in batch["size"][b])
+            full = upscale_masks(sam, masks[b].float(), (h, w))  # (1, H, W) logits
+            yield tuple(key), (full[0] > 0).cpu().numpy(), float(score[b])
+
+
+def reference_masks(
+    samples: Iterable[Sample], truths: Mapping[Key, Mapping[str, Any]] | None = None
+) -> dict[Key, Any]:
+    """The mask each sample is scored against: ground truth (a COCO RLE) where `truths` has one,
+    else the referent pseudo-label (RLE counts str); samples with neither are absent."""
+    out: dict[Key, Any] = {}
+    for s in samples:
+        if truths and s.key in truths:
+            out[s.key] = truths[s.key]
+        elif (ref := s.referent()) is not None:
+            out[s.key] = (ref.mask_rle, s.height, s.width)
+    return out
+
+
+def _decode(ref: Any) -> np.ndarray:
+    if isinstance(ref, tuple):
+        return decode_rle(*ref)
+    from pycocotools import mask as mask_utils
+
+    rle = {"size": ref["size"], "counts": ref["counts"]}
+    return mask_utils.decode(rle).astype(bool)
+
+
+@torch.no_grad()
+def evaluate(
+    model: PointPromptModel,
+    loader: Iterable[Mapping[str, Any]],
+    sam: FrozenSam,
+    references: Mapping[Key, Any],
+    device: torch.device,
+    amp: bool = True,
+) -> dict[str, float]:
+    """DESIGN §7 metrics of the model's masks against `references` (`reference_masks`).
+
+    Samples without a reference are left out of n. Under DDP every rank scores its share of
+    the loader and the counts are gathered (duplicates from sampler padding counted once).
+    """
+    counts: dict[Key, tuple[int, int]] = {}
+    for key, mask, _ in predict_masks(model, loader, sam, device, amp):
+        if key in references:
+            counts[key] = intersection_union(mask, _decode(references[key]))
+    if dist.is_available() and dist.is_initialized():
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, counts)
+        counts = {k: v for part in gathered for k, v in part.items()}
+    ordered = [counts[k] for k in sorted(counts)]
+    return summarize([c[0] for c in ordered], [c[1] for c in ordered])

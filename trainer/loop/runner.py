@@ -1,0 +1,295 @@
+"""`train`: label stores + a TrainConfig → a trained point generator, checkpoints, metrics, curves.
+
+The library function behind `ppt-labels train`. It caches the CLIP features of every store once,
+builds model, criterion, Adam and the schedule from the config, resumes from `<out>/last.pt`
+when asked, runs the curriculum, and writes into `out`:
+
+    last.pt        the latest checkpoint (`trainer.checkpoint`)
+    metrics.json   final evaluation (DESIGN §7 keys) and run facts, for `dvc metrics show`
+    curves.csv     one row per epoch: loss terms, lr, mIoU… for `dvc plots show`
+    curves.json    the same rows as JSON
+
+Evaluation scores the eval splits against ground truth where the dataset has it (its
+--data-root), else against the referent pseudo-label.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.core.config import jsonable
+from pipeline.core.errors import DatasetError, StoreError
+from pipeline.models.encoders import frozen_pair
+from pipeline.models.frozen import FrozenClip, FrozenSam
+from pipeline.models.options import ModelOptions
+from pipeline.scoring.label_eval import ground_truth_rles
+from pipeline.scoring.metrics import SUMMARY_KEYS
+from pipeline.store.reader import LabelStore
+from trainer.config import OptimConfig, TrainConfig, config_to_dict
+from trainer.data.dataset import PromptDataset, collate
+from trainer.data.feature_cache import ClipCache, SamEmbeddings, build_clip_cache, manifest_hash
+from trainer.data.samples import SUBSETS, collect_samples
+from trainer.loop.checkpoint import LAST, check_stores, load_checkpoint, restore
+from trainer.loop.curriculum import (
+    RunState,
+    TrainingData,
+    curriculum_phases,
+    is_main_process,
+    run_curriculum,
+)
+from trainer.loop.engine import Key, evaluate, reference_masks
+from trainer.loss.criterion import LossConfig, SetCriterion, build_criterion
+from trainer.network.prompt_model import PointPromptModel, build_model
+
+log = logging.getLogger(__name__)
+
+CURVE_KEYS = (
+    "epoch",
+    "phase",
+    "stage",
+    "round",
+    "lr",
+    "samples",
+    "loss",
+    "loss_mask_dice",
+    "loss_mask_bce",
+    "loss_point_l1",
+    "loss_point_bce",
+    "loss_score",
+    *SUMMARY_KEYS,
+)
+
+
+def build_training_criterion(cfg: LossConfig) -> SetCriterion:
+    """`build_criterion`, leaving out the mask terms when both their weights are 0.
+
+    Then neither loss nor matching reads masks and training skips SAM's decoder (the CPU
+    configs' choice; evaluation always decodes the chosen query's points).
+    """
+    criterion = build_criterion(cfg)
+    if cfg.mask_dice == 0 and cfg.mask_bce == 0:
+        return SetCriterion(criterion.matcher, criterion.weight_dict, ("points", "score"))
+    return criterion
+
+
+def build_optimizer(model: PointPromptModel, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam over the point generator's parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_epochs: int) -> Any:
+    """The per-epoch learning-rate schedule of `cfg.scheduler`."""
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(total_epochs, 1), eta_min=cfg.lr * cfg.min_lr_ratio
+        )
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_epochs, cfg.step_gamma)
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1 << 30, gamma=1.0)
+
+
+def ground_truths(
+    stores: Sequence[LabelStore], data_roots: Sequence[Path | None]
+) -> dict[Key, dict[str, Any]]:
+    """(store index, sample_id) → ground-truth RLE for every store whose dataset has it."""
+    out: dict[Key, dict[str, Any]] = {}
+    for i, (store, root) in enumerate(zip(stores, data_roots, strict=True)):
+        if root is None:
+            continue
+        try:
+            truths = ground_truth_rles(store, Path(root))
+        except (DatasetError, StoreError) as exc:
+            log.info("%s: no ground truth (%s); scoring against pseudo-labels", store.root, exc)
+            continue
+        out.update({(i, sid): rle for sid, rle in truths.items()})
+    return out
+
+
+def prepare_data(
+    stores: Sequence[LabelStore],
+    data_roots: Sequence[Path],
+    clip: FrozenClip,
+    sam: FrozenSam,
+    cfg: TrainConfig,
+    cache_dir: Path,
+) -> TrainingData:
+    """Cache CLIP features (rank 0 first) and open every store's caches."""
+
+    def cache(store: LabelStore, root: Path) -> Path:
+        return build_clip_cache(
+            store,
+            root,
+            clip,
+            cfg.model.stage_indices,
+            cfg.clip.input_size,
+            cache_dir,
+            cfg.clip.batch_size,
+        )
+
+    paths = []
+    for store, root in zip(stores, data_roots, strict=True):
+        if is_main_process():
+            cache(store, root)  # rank 0 computes; the others then find the cache complete
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+        paths.append(cache(store, root))
+    return TrainingData(
+        stores=list(stores),
+        clip_caches=[ClipCache(p) for p in paths],
+        sam_embeddings=[SamEmbeddings(s, sam) for s in stores],
+        train_splits=cfg.data.train_splits,
+    )
+
+
+def eval_loader(data: TrainingData, splits: Sequence[str], batch_size: int) -> tuple[Any, list]:
+    """Loader over every sample of `splits` (any subset, no targets) and its samples."""
+    samples = collect_samples(data.stores, SUBSETS, splits, require_targets=False)
+    dataset = PromptDataset(samples, data.clip_caches, data.sam_embeddings, with_targets=False)
+    sampler = None
+    if dist.is_available() and dist.is_initialized():
+        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate
+    )
+    return loader, samples
+
+
+def write_curves(history: Sequence[dict[str, Any]], out_dir: Path) -> None:
+    """curves.csv (for `dvc plots show`) and curves.json, one row per epoch."""
+    keys = [k for k in CURVE_KEYS if any(k in row for row in history)]
+    with (out_dir / "curves.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+    (out_dir / "curves.json").write_text(json.dumps(list(history), indent=1) + "\n")
+
+
+def train(
+    cfg: TrainConfig,
+    store_dirs: Sequence[Path],
+    data_roots: Sequence[Path],
+    out_dir: Path,
+    clip: FrozenClip,
+    sam: FrozenSam,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Run the whole curriculum; returns (and writes) metrics.json's content.
+
+    Args:
+        store_dirs: label stores (all built with `sam`'s weights).
+        data_roots: each store's dataset root (images for the CLIP cache, ground truth).
+        cache_dir: CLIP feature cache (default `out_dir/feature_cache`).
+        resume: continue from `out_dir/last.pt` when it exists.
+        stop_after: stop after this many global epochs (tests: simulate a killed run).
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if len(store_dirs) != len(data_roots):
+        raise StoreError("give one --data-root per --labels, in the same order")
+    stores = [LabelStore(Path(d)) for d in store_dirs]
+    torch.manual_seed(cfg.optim.seed)
+    data = prepare_data(stores, data_roots, clip, sam, cfg, cache_dir or out_dir / "feature_cache")
+    model = build_model(cfg.model, clip, sam).to(device)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    criterion = build_training_criterion(cfg.loss)
+    phases = curriculum_phases(cfg.curriculum)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, sum(p.epochs for p in phases))
+    use_fp16 = device.type == "cuda" and cfg.optim.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
+    store_ids = [{"root": str(s.root), "manifest_sha256": manifest_hash(s)} for s in stores]
+    models = {
+        "clip": {"model": clip.name, "weights": clip.weights_id},
+        "sam": {"variant": sam.variant, "weights": sam.weights_id},
+    }
+
+    state = None
+    if resume and (out_dir / LAST).is_file():
+        ckpt = load_checkpoint(out_dir / LAST)
+        check_stores(ckpt, store_ids)
+        restore(ckpt, model, optimizer, scheduler)
+        sel = ckpt["selections"]
+        state = RunState(
+            ckpt["epoch"],
+            None if sel is None else {int(k): v for k, v in sel.items()},
+            ckpt["history"],
+        )
+        log.info("resuming %s after epoch %d", out_dir / LAST, state.epoch)
+    if dist.is_available() and dist.is_initialized():
+        ids = [device.index] if device.type == "cuda" else None
+        model.generator = DistributedDataParallel(model.generator, device_ids=ids)
+
+    loader, eval_samples = eval_loader(data, cfg.data.eval_splits, cfg.optim.batch_size)
+    references = reference_masks(eval_samples, ground_truths(stores, data_roots))
+    amp = cfg.optim.amp
+
+    def evaluate_fn(epoch: int) -> dict[str, float]:
+        return evaluate(model, loader, sam, references, device, amp)
+
+    state = run_curriculum(
+        model,
+        criterion,
+        optimizer,
+        scheduler,
+        phases,
+        data,
+        sam,
+        device,
+        out_dir,
+        batch_size=cfg.optim.batch_size,
+        num_workers=cfg.optim.num_workers,
+        seed=cfg.optim.seed,
+        amp=amp,
+        grad_clip=cfg.optim.grad_clip,
+        scaler=scaler,
+        evaluate_fn=evaluate_fn,
+        eval_every=cfg.data.eval_every,
+        state=state,
+        stop_after=stop_after,
+        checkpoint_extra={"config": config_to_dict(cfg), "stores": store_ids, "models": models},
+    )
+    final = next((r for r in reversed(state.history or []) if "mIoU" in r), None)
+    if final is None:
+        final = evaluate_fn(state.epoch)
+    metrics = {
+        "eval": jsonable({k: final[k] for k in SUMMARY_KEYS}),
+        "eval_splits": list(cfg.data.eval_splits),
+        "epochs": state.epoch,
+        "trainable_params": trainable,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    if is_main_process():
+        write_curves(state.history or [], out_dir)
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def frozen_models(
+    stores: Sequence[LabelStore], clip_model: str, options: ModelOptions, device: torch.device
+) -> tuple[FrozenClip, FrozenSam]:
+    """The frozen CLIP and SAM for training on `stores`: SAM's variant and weights are the
+    stores' (their embeddings were made with them), CLIP's architecture the config's."""
+    sams = {(s.manifest.get("models", {}).get("sam") or {}).get("variant") for s in stores}
+    weights = {(s.manifest.get("models", {}).get("sam") or {}).get("weights") for s in stores}
+    if len(sams) != 1 or None in sams or len(weights) != 1:
+        raise StoreError(
+            f"the label stores were encoded with different or unknown SAMs "
+            f"({sorted(map(str, sams))}, weights {sorted(map(str, weights))}): train on stores "
+            "built with one SAM"
+        )
+    return frozen_pair(sams.pop(), weights.pop(), clip_model, options, device)

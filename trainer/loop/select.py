@@ -1,0 +1,145 @@
+"""Select (DESIGN §6): the model picks the referent among an H_ref pair's candidates.
+
+For each H_ref (image, expression) pair the model's most confident mask is compared with every
+candidate pseudo-label (IoU at the original size); the best-overlapping candidate becomes the
+referent (c = 1) and the pair is kept when that overlap reaches the threshold, else dropped.
+
+Each round is written into the label store it came from, so it can be inspected and shared:
+
+    <store>/rounds/<k>/selection.parquet   one row per H_ref pair (`SELECTION` schema)
+
+written to a temporary name and renamed. `rounds/` is not a stage table:
+`pipeline.store.validate.validate` ignores it and the manifest does not list it, so a store stays
+valid across rounds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+
+from pipeline.core.rle import decode_rle
+from pipeline.models.frozen import FrozenSam
+from pipeline.scoring.metrics import mask_iou
+from pipeline.store.reader import LabelStore
+from trainer.data.samples import Sample
+from trainer.loop.engine import predict_masks
+from trainer.network.prompt_model import PointPromptModel
+
+log = logging.getLogger(__name__)
+
+ROUNDS_DIR = "rounds"
+SELECTION_FILE = "selection.parquet"
+SELECTION = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("cand_idx", pa.int32()),  # the chosen candidate (best overlap with the model's mask)
+        ("confidence", pa.float32()),  # the model's referent probability of its mask
+        ("overlap", pa.float32()),  # IoU of the model's mask and the chosen candidate's
+        ("kept", pa.bool_()),  # overlap ≥ threshold: the pair trains with c = 1 on cand_idx
+        ("threshold", pa.float32()),
+        ("round", pa.int32()),
+    ]
+)
+
+
+def selection_path(store_root: Path, round_index: int) -> Path:
+    """`<store>/rounds/<k>/selection.parquet`."""
+    return Path(store_root) / ROUNDS_DIR / str(round_index) / SELECTION_FILE
+
+
+def choose(
+    mask: Any, sample: Sample, confidence: float, threshold: float, round_index: int
+) -> dict[str, Any]:
+    """The selection row of one pair given the model's (H, W) mask."""
+    overlaps = [
+        mask_iou(mask, decode_rle(c.mask_rle, sample.height, sample.width))
+        for c in sample.candidates
+    ]
+    best = max(range(len(overlaps)), key=overlaps.__getitem__)  # first of equal overlaps
+    return {
+        "sample_id": sample.sample_id,
+        "cand_idx": sample.candidates[best].cand_idx,
+        "confidence": confidence,
+        "overlap": overlaps[best],
+        "kept": overlaps[best] >= threshold,
+        "threshold": threshold,
+        "round": round_index,
+    }
+
+
+def write_selection(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Write one round's table, temp-then-rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["sample_id"]), schema=SELECTION)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def select(
+    model: PointPromptModel,
+    loader: Iterable[Mapping[str, Any]],
+    samples: Sequence[Sample],
+    stores: Sequence[LabelStore],
+    sam: FrozenSam,
+    device: torch.device,
+    threshold: float,
+    round_index: int,
+    amp: bool = True,
+) -> dict[int, dict[str, int]]:
+    """Run one Select round over the H_ref `samples` that `loader` yields; write it per store.
+
+    Returns:
+        store index → {sample_id: chosen cand_idx} of the kept pairs (`collect_samples`'
+        `selections`).
+    """
+    by_key = {s.key: s for s in samples}
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    for key, mask, score in predict_masks(model, loader, sam, device, amp):
+        rows[key] = choose(mask, by_key[key], score, threshold, round_index)
+    if dist.is_available() and dist.is_initialized():
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, rows)
+        rows = {k: v for part in gathered for k, v in part.items()}
+    per_store: dict[int, list[dict[str, Any]]] = {}
+    for (store, _), row in rows.items():
+        per_store.setdefault(store, []).append(row)
+    is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    out: dict[int, dict[str, int]] = {}
+    for store, store_rows in sorted(per_store.items()):
+        if is_main:
+            write_selection(store_rows, selection_path(stores[store].root, round_index))
+        kept = {r["sample_id"]: r["cand_idx"] for r in store_rows if r["kept"]}
+        out[store] = kept
+        log.info(
+            "Select round %d on %s: %d of %d H_ref pairs kept (overlap ≥ %.2f)",
+            round_index,
+            stores[store].root,
+            len(kept),
+            len(store_rows),
+            threshold,
+        )
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return out
+
+
+def read_selection(store_root: Path, round_index: int) -> dict[str, int]:
+    """{sample_id: chosen cand_idx} of the kept pairs of a written round."""
+    path = selection_path(store_root, round_index)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no Select round {round_index}; run training from before it"
+        )
+    table = pq.read_table(path, schema=SELECTION).to_pylist()
+    return {r["sample_id"]: r["cand_idx"] for r in table if r["kept"]}
