@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from cli.app import console, err_console, user_errors
+from cli.options import with_model_options
+from pipeline.models.options import ModelOptions
 
 LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Label store dir.")]
 
 
+@with_model_options(exclude=("relevance",))
 def show(
     labels: LabelsOpt,
     data_root: Annotated[Path, typer.Option("--data-root", help="Dataset root (images).")],
@@ -27,10 +30,18 @@ def show(
     split: Annotated[str | None, typer.Option(help="Only this split.")] = None,
     subset: Annotated[str | None, typer.Option(help="Only this subset (H_sem, H_ref...).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random choice of samples.")] = 0,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", "-c", help="Also draw this model's points and mask."),
+    ] = None,
+    *,
+    models: ModelOptions,
 ) -> None:
     """Render samples (image, expression, phrases, masks, points, heat maps) to a PNG or folder.
 
-    Composites (D_ref) show every object's mask outline with the referent highlighted.
+    Composites (D_ref) show every object's mask outline with the referent highlighted. With
+    --checkpoint, the model's mask (dashed white) and points (stars: yellow positive, magenta
+    negative) are drawn on top.
     """
     from pipeline.reports.show import (
         choose_samples,
@@ -43,9 +54,37 @@ def show(
 
     store = LabelStore(labels)
     chosen = choose_samples(store, n, sample_id, split, subset, seed)
+    predictions = None
+    if checkpoint is not None:
+        predictions = _predictions(checkpoint, store, data_root, chosen, models)
     draw = render if out.suffix.lower() == ".png" else render_each
-    draw(store, chosen, image_from_root(data_root), out, relevance_heatmaps(store))
+    draw(
+        store,
+        chosen,
+        image_from_root(data_root),
+        out,
+        relevance_heatmaps(store),
+        predictions=predictions,
+    )
     console.print(f"[green]wrote[/] {out} ({len(chosen)} samples)")
+
+
+def _predictions(
+    checkpoint: Path, store: Any, data_root: Path, chosen: list[dict], models: ModelOptions
+) -> dict[str, Any]:
+    """The checkpoint's `Predicted` for the chosen samples (CLIP features in a temp cache)."""
+    import tempfile
+
+    from pipeline.models.runtime import resolve_device
+    from trainer.inference.predict import load_for_inference, predict_store_points
+
+    device = str(resolve_device(models.device))
+    model, clip, sam, cfg = load_for_inference(checkpoint, models, device)
+    with tempfile.TemporaryDirectory() as cache:
+        ids = [s["sample_id"] for s in chosen]
+        return predict_store_points(
+            model, clip, sam, cfg, store, data_root, Path(cache), device, sample_ids=ids
+        )
 
 
 def stats(
@@ -93,10 +132,16 @@ def eval_labels(
     table.add_column("labels")
     for key in SUMMARY_KEYS:
         table.add_column(key, justify="right")
+    rates = {}
     for row, values in metrics.items():
-        cells = [f"{values[k]:.2f}" if k != "n" else str(values[k]) for k in SUMMARY_KEYS]
-        table.add_row(row, *cells)
+        if set(SUMMARY_KEYS) <= set(values):
+            cells = [f"{values[k]:.2f}" if k != "n" else str(values[k]) for k in SUMMARY_KEYS]
+            table.add_row(row, *cells)
+        else:
+            rates[row] = values
     console.print(table)
+    for row, values in rates.items():
+        console.print(f"{row}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items()))
     if metrics_out:
         metrics_out.parent.mkdir(parents=True, exist_ok=True)
         metrics_out.write_text(json.dumps(jsonable(metrics), indent=2, sort_keys=True) + "\n")

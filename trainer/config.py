@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.core.config import from_section, read_yaml_mapping, to_dict
 from pipeline.core.errors import ConfigError
+from trainer.data.feature_cache import CacheSpec
 from trainer.loss.criterion import LossConfig
 from trainer.network.point_generator import PointGeneratorConfig
 
@@ -32,6 +33,9 @@ class ClipConfig:
     model: str = "ViT-B-16"  # open_clip architecture; "ppt-tiny-vit" for tests
     input_size: int = 224  # images are squashed to input_size² (grid = input_size / patch)
     batch_size: int = 16  # images per encoder forward while caching
+    # text blocks the word features go through (null: all, CLIP's own; 0: token embeddings;
+    # a random-init text tower mixes words away, see trainer.network.clip_stages.word_features)
+    text_layers: int | None = None
 
     def __post_init__(self) -> None:
         if self.input_size < 16 or self.batch_size < 1:
@@ -80,8 +84,18 @@ class CurriculumConfig:
     refinement_rounds: int = 2  # R: stage 3 rounds, each Select then train
     refinement_epochs: int = 5  # epochs per refinement round (paper: 10 in all)
     select_threshold: float = 0.5  # Select drops H_ref pairs whose overlap (IoU) is lower
+    # Ablations (Table 3): leave these subsets out of every phase ("w/o D_ref", "w/o IMG" =
+    # D_sem and D_ref), and `joint`: no curriculum, one phase over every remaining subset for
+    # all the epochs above, H_ref with its candidates as unlabelled targets (no Select).
+    exclude_subsets: tuple[str, ...] = ()
+    joint: bool = False
 
     def __post_init__(self) -> None:
+        unknown = set(self.exclude_subsets) - {"H_sem", "H_ref", "D_sem", "D_ref"}
+        if unknown:
+            raise ValueError(
+                f"exclude_subsets {sorted(unknown)}: choose H_sem, H_ref, D_sem, D_ref"
+            )
         epochs = (
             self.semantic_epochs,
             self.ris_epochs_before_select,
@@ -106,6 +120,17 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
+    def cache_spec(self) -> CacheSpec:
+        """The frozen features this model reads (`trainer.data.feature_cache`)."""
+        return CacheSpec(
+            tuple(self.model.stage_indices),
+            self.clip.input_size,
+            self.clip.batch_size,
+            self.model.sam_stage,
+            self.clip.text_layers,
+            self.model.relevance_input,
+        )
+
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(TrainConfig)}
 
@@ -124,12 +149,30 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig
     return TrainConfig(**parts)
 
 
-def load_config(path: Path) -> TrainConfig:
-    """Read a training config YAML (see configs/); missing sections take their defaults."""
+def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config YAML as {section: {key: value}}, its `extends:` base (a path relative to it)
+    merged underneath: a variant lists only the keys it changes (configs/ablation/)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file (see configs/paper.yaml)")
-    return config_from_dict(read_yaml_mapping(path, "sections"), str(path))
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself")
+    data = read_yaml_mapping(path, "sections")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    merged = read_config_file(path.parent / str(base), (*seen, path.resolve()))
+    for section, values in data.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def load_config(path: Path) -> TrainConfig:
+    """Read a training config YAML (see configs/); missing sections take their defaults."""
+    return config_from_dict(read_config_file(path), str(path))
 
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:

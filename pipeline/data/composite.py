@@ -9,6 +9,15 @@ object order with their transferred pseudo-labels, which the phrases, split and 
 write into the composite store in place of spaCy and SAM. `ground_truth` is the referent's
 transferred mask, so `ppt-labels eval-labels` runs on the composite store (it scores the
 transfer: the mask the store holds for the referent must be this one).
+
+A composite's objects are known, since they were pasted: `objects` gives each with its class word
+and its transferred mask, and `phrase_truth` the sentence (denoting the referent), the referent's
+noun (every pasted object of its class) and a fusion's anchor noun, so the attention stage runs on
+a composite store like on any dataset with ground truth. Its relevance is what the source says
+about the composite image: `simulated` treats the pasted objects as any others (small ones respond
+on a salient sub-blob), `clip` reads the composite's pixels. That is the paper's point of D_ref: the
+labels come from D_sem, where CLIP's response is whole, while the image looks like a scene, where it
+is not. (The transferred masks carry no part masks, so `simulated`'s part focus is a sub-blob.)
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from typing import Any
 
 from pipeline.store import schemas
 from pipeline.store import shards
-from pipeline.data.dataset import GivenCandidate, GroundTruth
+from pipeline.data.dataset import GivenCandidate, GroundTruth, ObjectTruth, PhraseTruth
 from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data.specs import DatasetSpec, checked_root
 from pipeline.data.records import Reject, SourceRecord
@@ -148,4 +157,45 @@ class CompositeDataset:
                     relevance_score=obj["relevance_score"],
                 )
             )
+        return out
+
+    @property
+    def truth(self) -> bool:
+        """A composite's objects and phrases are known (see the module docstring)."""
+        return True
+
+    def objects(self, image_id: str) -> tuple[ObjectTruth, ...]:
+        """The composite's pasted objects (ann_id = object order) with their transferred masks."""
+        row = self._row(f"{self.name}/{image_id}")
+        h, w = row["height"], row["width"]
+        return tuple(
+            ObjectTruth(
+                ann_id=i,
+                shape=obj["phrase"],
+                colour="",  # composite expressions name no colour
+                part_colour=None,
+                mask=decode_rle(obj["mask_rle"], h, w),
+                part_mask=None,
+            )
+            for i, obj in enumerate(row["objects"])
+        )
+
+    def phrase_truth(self, sample_id: str) -> list[PhraseTruth]:
+        """The sentence, the referent's noun and a fusion's anchor noun, with their denotations."""
+        row = self._row(sample_id)
+        expression, objects = row["expression"], row["objects"]
+        noun = objects[row["referent"]]["phrase"]
+        out = [PhraseTruth("sentence", expression, 0, len(expression), 0, 0, (row["referent"],))]
+        start = expression.find(noun)
+        if start >= 0:
+            same = tuple(i for i, o in enumerate(objects) if o["phrase"] == noun)
+            out.append(PhraseTruth("referent", noun, start, start + len(noun), start,
+                                   start + len(noun), same))  # fmt: skip
+        if row["kind"] == "fusion":
+            anchors = [(i, o) for i, o in enumerate(objects) if not o["referent"]]
+            for i, obj in anchors[:1]:
+                at = expression.rfind(obj["phrase"])
+                if at > start >= 0 or (at >= 0 and start < 0):
+                    end = at + len(obj["phrase"])
+                    out.append(PhraseTruth("landmark", obj["phrase"], at, end, at, end, (i,)))
         return out

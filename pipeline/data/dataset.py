@@ -58,3 +58,33 @@ class Dataset(Protocol):
     def ground_truth(self, record: SourceRecord) -> GroundTruth | None:
         """The referent's mask and box at original size, or None where the dataset has none."""
         ...
+
+
+@dataclass(frozen=True)
+class ObjectTruth:
+    """One annotated object of an image with the words that describe it (synthetic world)."""
+
+    ann_id: int
+    shape: str  # its class word (the category name)
+    colour: str  # its own colour word
+    part_colour: str | None  # the colour of its inner part, if it has one
+    mask: np.ndarray  # (H, W) bool, the visible area (its ground truth)
+    part_mask: np.ndarray | None  # (H, W) bool, the part's visible pixels
+
+    @property
+    def colours(self) -> tuple[str, ...]:
+        """Every colour word a pixel of the object shows."""
+        return (self.colour,) if self.part_colour is None else (self.colour, self.part_colour)
+
+
+@dataclass(frozen=True)
+class PhraseTruth:
+    """A noun phrase of a sentence and the objects it denotes (phrase ground truth)."""
+
+    role: str  # "referent" (the subject's noun phrase) | "landmark" | "sentence" (the whole)
+    phrase: str  # the text, sentence[start:end]
+    start: int
+    end: int
+    head_start: int  # span of its head (shape) word: a parser's candidate matches it if it
+    head_end: int  # contains this span
+    ann_ids: tuple[int, ...]  # the annotations it denotes

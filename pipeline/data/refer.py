@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pipeline.data.dataset import GroundTruth
+from pipeline.data.dataset import GroundTruth, ObjectTruth, PhraseTruth
 from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data.specs import DatasetSpec, checked_root
 from pipeline.data.records import Reject, SourceRecord
 from pipeline.data.safe_pickle import load_refs_pickle
+from pipeline.data.truth import WorldTruth
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,26 @@ class ReferDataset:
     def _instances(self) -> _Instances:
         return _Instances(self.spec.path(self.root, self.spec.instances))
 
+    @cached_property
+    def truth(self) -> WorldTruth | None:
+        """Phrase and object ground truth where the spec names phrase tables (synthetic)."""
+        if not self.spec.phrases:
+            return None
+        return WorldTruth(self.spec, self.root, self._instances, decode_segmentation)
+
+    def phrase_truth(self, sample_id: str) -> list[PhraseTruth] | None:
+        """The noun phrases of a sample's sentence with their denotations; None without truth."""
+        if self.truth is None:
+            return None
+        ref_id, sent_id = sample_id.rsplit("/", 2)[1:]  # this adapter's own id format
+        return self.truth.phrases(int(ref_id), int(sent_id))
+
+    def objects(self, image_id: str) -> tuple[ObjectTruth, ...] | None:
+        """Every annotated object of an image with its words; None without truth."""
+        return None if self.truth is None else self.truth.objects(int(image_id))
+
     def input_files(self) -> list[Path]:
-        """The refs pickle and instances.json, under --data-root."""
+        """The refs pickle and instances.json (and phrase tables), under --data-root."""
         return [self.spec.path(self.root, f) for f in self.spec.files]
 
     def image_path(self, image: dict[str, Any]) -> str:

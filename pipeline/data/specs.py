@@ -29,7 +29,7 @@ LAYOUTS = ("flat", "folders")  # imagenet: classes.json beside the images | one 
 
 # Keys each kind must set in its YAML (beyond the common ones), and the ones it may not.
 _KIND_KEYS = {
-    "refer": ("refs", "instances"),
+    "refer": ("refs", "instances"),  # and, optionally, phrases
     "imagenet": ("layout", "classes"),
     "composite": ("composites",),
 }
@@ -50,11 +50,17 @@ class DatasetSpec:
     layout: str = ""  # imagenet: "flat" (classes.json lists files) | "folders" (a folder per wnid)
     classes: str = ""  # imagenet: classes.json (flat) | wnid → name map, JSON or text (folders)
     composites: str = ""  # composite: the augment table's directory in the D_sem store
+    # refer, optional: phrase ground truth per split, "{split}" in the path (synthetic only)
+    phrases: str = ""
+    # object-centric (D_sem) data whose build ends with the augment stage (D_ref composites);
+    # imagenet datasets always are
+    augment: bool = False
     files: tuple[str, ...] = field(init=False)  # annotation files that must exist (ingest hashes)
 
     def __post_init__(self) -> None:
+        truth = tuple(self.phrases.format(split=s) for s in self.splits) if self.phrases else ()
         files = {
-            "refer": (self.refs, self.instances),
+            "refer": (self.refs, self.instances, *truth),
             "imagenet": (self.classes,),
             # The augment stage's record (_stage.json) lists its shards' sha256 and config: hashing it
             # (ingest does) ties the composite store to the exact D_sem augment output.
@@ -116,6 +122,8 @@ def load_spec(name: str, specs_dir: Path | None = None) -> DatasetSpec:
         stray = [k for k in keys if other != kind and data.get(k)]
         if stray:
             raise ConfigError(f"dataset spec {path}: key(s) {stray} belong to kind {other!r}")
+    if kind != "refer" and data.get("phrases"):
+        raise ConfigError(f"dataset spec {path}: key 'phrases' belongs to kind 'refer'")
     if kind == "imagenet" and data["layout"] not in LAYOUTS:
         raise ConfigError(
             f"dataset spec {path}: layout {data['layout']!r} is not one of {', '.join(LAYOUTS)}"
@@ -136,6 +144,8 @@ def load_spec(name: str, specs_dir: Path | None = None) -> DatasetSpec:
         layout=str(data.get("layout", "")),
         classes=str(data.get("classes", "")),
         composites=str(data.get("composites", "")),
+        phrases=str(data.get("phrases", "")),
+        augment=bool(data.get("augment", kind == "imagenet")),
     )
 
 

@@ -85,6 +85,8 @@ class PhrasesConfig:
     batch_size: int = 512
     # Apply the non-object rules (step 3); False keeps every chunk (ablation, statistics).
     drop_non_objects: bool = True
+    # The whole expression as the one candidate, no parsing (the CLIP + SAM baseline's text).
+    whole_expression: bool = False
 
     def __post_init__(self) -> None:
         if self.max_candidates < 1:

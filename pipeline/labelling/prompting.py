@@ -274,6 +274,8 @@ PROMPT_RULES: dict[str, PromptRule] = {
     "clip_surgery_single": functools.partial(clip_surgery_rule, multimask=False),
     "box_points": box_points_rule,
     "box_points_clicks": functools.partial(box_points_rule, corrections=2),
+    # box_points without negative points: what they buy (ablation row 10)
+    "box_points_positive": functools.partial(box_points_rule, n_neg=0),
 }
 
 

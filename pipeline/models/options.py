@@ -18,8 +18,17 @@ from pipeline.core.errors import ConfigError
 
 # Where relevance maps come from (DESIGN §4): the method, the object-centric prior, and the
 # diagnostics, which are stamped as such and never pass for CLIP.
-RELEVANCE_SOURCES: tuple[str, ...] = ("clip", "gt-box", "gt-mask", "centre")
+RELEVANCE_SOURCES: tuple[str, ...] = (
+    "clip",
+    "centre",
+    "gt-box",
+    "gt-mask",
+    "gt-phrase",
+    "simulated",
+)
 ORACLE_SOURCES: tuple[str, ...] = ("gt-box", "gt-mask")  # the referent's ground truth
+# Stand-ins that read ground truth: diagnostics, stamped as such, never results.
+DIAGNOSTIC_SOURCES: tuple[str, ...] = ("gt-box", "gt-mask", "gt-phrase", "simulated")
 SAM_VARIANTS: tuple[str, ...] = ("vit_b", "vit_l", "vit_h", "vit_t")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 

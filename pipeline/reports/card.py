@@ -36,6 +36,7 @@ def dataset_card(root: Path, top: int = 8) -> dict[str, Any]:
         card["fallback_share"] = round(
             sum(phrases.column("fallback").to_pylist()) / max(samples.num_rows, 1), 4
         )
+        card.update(phrase_truth_match(phrases.to_pydict()))
     rejects = store.rejects()
     card["reject_reasons"] = Counter(
         f"{stage}: {reason.split(':')[0]}"
@@ -44,3 +45,21 @@ def dataset_card(root: Path, top: int = 8) -> dict[str, Any]:
         )
     ).most_common(top)
     return card
+
+
+def phrase_truth_match(phrases: dict[str, list[Any]]) -> dict[str, Any]:
+    """How the parser's candidates meet the generator's phrases (stores with phrase truth).
+
+    candidates_matched: share of candidates that match a truth noun phrase; samples_with_referent:
+    share of samples one of whose candidates is the referent's own phrase.
+    """
+    roles = phrases.get("truth_role") or []
+    if not any(role is not None for role in roles):
+        return {}
+    samples: dict[str, bool] = {}
+    for sample_id, role in zip(phrases["sample_id"], roles, strict=True):
+        samples[sample_id] = samples.get(sample_id, False) or role in ("referent", "sentence")
+    return {
+        "candidates_matched": round(sum(r is not None for r in roles) / len(roles), 4),
+        "samples_with_referent": round(sum(samples.values()) / len(samples), 4),
+    }

@@ -2,7 +2,9 @@
 
 Each panel shows the image, the expression as its title, the candidate phrases in their colours,
 and whatever later stages added: candidate masks (filled, the referent outlined), point prompts
-(positive ○ green, negative × red) and the relevance heat map. Composites (D_ref, E objects of
+(positive ○ green, negative × red) and the relevance heat map (the whole expression's). Given a
+model's predictions (`show --checkpoint`), its mask is outlined dashed in white and its points
+drawn as stars, positive ★ yellow and negative ★ magenta. Composites (D_ref, E objects of
 which one is the referent) are drawn as outlines: every object's mask outlined in its colour, the
 referent filled and outlined thick in `REFERENT_COLOUR`, only the referent's points, so the
 expression in the title can be checked against the picture at a glance.
@@ -59,14 +61,28 @@ def choose_samples(
     return [rows[i] for i in sorted(order)]
 
 
+def draw_prediction(ax: Any, prediction: Any, width: int, height: int) -> None:
+    """The model's mask (dashed white outline) and points (stars: yellow +, magenta -).
+
+    `prediction` has `mask` (H, W) bool, `points` (M, 2) x / W, y / H and `positive` (M,) bool.
+    """
+    if prediction.mask.any():
+        ax.contour(prediction.mask, levels=[0.5], colors=["white"], linewidths=2.0,
+                   linestyles="dashed")  # fmt: skip
+    for (x, y), positive in zip(prediction.points, prediction.positive, strict=True):
+        colour = "yellow" if positive else "magenta"
+        ax.plot(x * width, y * height, "*", ms=9, mfc=colour, mec="black", mew=0.6)
+
+
 def draw_sample(
     ax: Any,
     image: np.ndarray,
     sample: dict[str, Any],
     candidates: list[dict[str, Any]],
     heatmap: np.ndarray | None = None,
+    prediction: Any = None,
 ) -> None:
-    """Draw one sample on a matplotlib axis."""
+    """Draw one sample on a matplotlib axis (a model's `prediction` on top, if given)."""
     height, width = image.shape[:2]
     ax.imshow(image)
     if heatmap is not None:
@@ -99,6 +115,8 @@ def draw_sample(
                 ax.plot(x * width, y * height, "x", ms=4, color="red", mew=1.2)
         tag = " (referent)" if cand.get("referent") == 1 else ""
         legend.append((colour, f"{cand['cand_idx']}: {cand['phrase']}{tag}"))
+    if prediction is not None:
+        draw_prediction(ax, prediction, width, height)
     title = "\n".join(textwrap.wrap(sample["expression"], 38))
     ax.set_title(title, fontsize=9)
     subtitle = f"{sample.get('subset') or ''} {sample['split']}  " + "  ".join(
@@ -116,8 +134,10 @@ def render(
     out: Path,
     heatmaps: Callable[[dict[str, Any]], np.ndarray | None] | None = None,
     columns: int = 4,
+    predictions: dict[str, Any] | None = None,
 ) -> Path:
-    """Draw `samples` in a grid and save it as a PNG at `out`."""
+    """Draw `samples` in a grid and save it as a PNG at `out` (with a model's `predictions`,
+    sample_id → `trainer.loop.engine.Predicted`, where given)."""
     candidates: dict[str, list[dict[str, Any]]] = {}
     wanted = {s["sample_id"] for s in samples}
     for cand in store.candidates().to_pylist():
@@ -130,7 +150,9 @@ def render(
         ax.axis("off")
     for ax, sample in zip(axes.flat, samples, strict=False):
         heat = heatmaps(sample) if heatmaps else None
-        draw_sample(ax, image_loader(sample), sample, candidates.get(sample["sample_id"], []), heat)
+        pred = (predictions or {}).get(sample["sample_id"])
+        cands = candidates.get(sample["sample_id"], [])
+        draw_sample(ax, image_loader(sample), sample, cands, heat, pred)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -145,22 +167,33 @@ def render_each(
     image_loader: Callable[[dict[str, Any]], np.ndarray],
     out_dir: Path,
     heatmaps: Callable[[dict[str, Any]], np.ndarray | None] | None = None,
+    predictions: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Draw each sample to its own PNG in `out_dir` (named by sample_id, "/" → "_")."""
     paths = []
     for sample in samples:
         name = sample["sample_id"].replace("/", "_") + ".png"
-        paths.append(render(store, [sample], image_loader, Path(out_dir) / name, heatmaps, 1))
+        path = Path(out_dir) / name
+        paths.append(render(store, [sample], image_loader, path, heatmaps, 1, predictions))
     return paths
 
 
 def relevance_heatmaps(store: LabelStore) -> Callable[[dict[str, Any]], np.ndarray | None]:
-    """Heat maps for `render`: each sample's referent map (its first candidate's in H_ref).
+    """Heat maps for `render`: each sample's whole-expression map where the store has them (what
+    CLIP + SAM prompts with and a relevance-reading model reads), else its referent's map (its
+    first candidate's in H_ref).
 
     Returns a function giving None for every sample when the store has no attention stage.
     """
     if "attention" not in store.tables:
         return lambda sample: None
+    sentences = store.sentence_relevance()
+    if sentences:
+        return lambda sample: (
+            None
+            if sample["sample_id"] not in sentences
+            else np.asarray(sentences[sample["sample_id"]], dtype=np.float32)
+        )
     index: dict[tuple[str, int], tuple[str, int]] = {}
     for entry in store.manifest["shards"]:
         path = entry["path"]

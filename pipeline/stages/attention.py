@@ -2,13 +2,15 @@
 the centre prior.
 
 Maps go to the shard's Zarr array "relevance" (n_candidates, G, G) float16, row-aligned with the
-table through `array_row`. Sources are described in `pipeline.labelling.relevance`. The oracles read
-the dataset's ground truth; a sample without any (ImageNet) or with a broken annotation is rejected
-with the reason, and the build goes on. The "clip" source scores the phrases against the CLIP
-dense features that the encode stage cached, with the same CLIP (rebuilt from encode's config).
-The "centre" source gives every candidate the same centred prior (`relevance.centre_map`). Each
-source is one entry of `MAP_SOURCES`: a function from the shard to (candidate, map) pairs and
-rejects.
+table through `array_row`, and one more per sample for its whole expression, "sentence_relevance"
+(n_samples, G, G), rows named by the attrs' `sentence_ids` (the map CLIP + SAM prompts with, and
+the point generator's view of CLIP's response). Sources are described in
+`pipeline.labelling.relevance`. The oracles read the dataset's ground truth; a sample without any
+(ImageNet) or with a broken annotation is rejected with the reason, and the build goes on. The
+"clip" source scores the phrases against the CLIP dense features that the encode stage cached,
+with the same CLIP (rebuilt from encode's config). The "centre" source gives every candidate the
+same centred prior (`relevance.centre_map`). Each source is one entry of `MAP_SOURCES`: a function
+from the shard to (candidate, map) pairs and rejects.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data.records import Reject, SourceRecord
 from pipeline.data.registry import cached_dataset
 from pipeline.labelling import relevance
+from pipeline.labelling.grid import mask_to_grid
+from pipeline.labelling.simulated import PhraseQuery, SimulatedConfig, query_words, simulated_map
 from pipeline.models.clip_surgery import encode_texts
 from pipeline.models.encoders import clip_for, encoder_config
 from pipeline.models.options import RELEVANCE_SOURCES
@@ -41,13 +45,19 @@ from pipeline.store import schemas, shards
 class AttentionConfig:
     """params.yaml [attention]; --relevance overrides `source`."""
 
-    source: str = "gt-mask"  # clip | gt-box | gt-mask (oracles: ground truth pooled) | centre
+    # clip | centre | diagnostics: gt-box, gt-mask (the referent), gt-phrase (the candidate's own
+    # denotation), simulated (CLIP-like, from the denotation; pipeline.labelling.simulated)
+    source: str = "gt-mask"
     grid: int = 28  # side G of gt-* and centre maps; clip maps keep CLIP's patch grid (28 @448)
     centre_sigma: float = 0.3  # centre: the prior's std, a fraction of the image's width / height
     templates: tuple[str, ...] = ("{}",)  # clip: prompt templates averaged per phrase
     redundant: str = "empty"  # clip: surgery against "" (empty) or the sample's phrases (phrases)
+    simulated: SimulatedConfig = field(default_factory=SimulatedConfig)  # simulated's knobs
 
     def __post_init__(self) -> None:
+        if isinstance(self.simulated, dict):
+            knobs = config_io.from_section(SimulatedConfig, self.simulated, "attention.simulated")
+            object.__setattr__(self, "simulated", knobs)
         if self.source not in RELEVANCE_SOURCES:
             raise ValueError(f"source {self.source!r}: choose {', '.join(RELEVANCE_SOURCES)}")
         if self.grid < 2:
@@ -144,6 +154,63 @@ def _centre_maps(
     return [(cand, prior) for cand in phrases], []
 
 
+def _truth(task: ShardTask, samples: dict[str, dict[str, Any]]) -> Any:
+    """The dataset adapter, refusing one without phrase ground truth."""
+    dataset = cached_dataset(task.context.dataset, str(task.context.data_root))
+    if getattr(dataset, "truth", None) is None:
+        raise ConfigError(
+            f"--relevance gt-phrase / simulated need phrase ground truth, which dataset "
+            f"{task.context.dataset!r} has none of (the synthetic world has it): use clip"
+        )
+    return dataset
+
+
+def _phrase_maps(
+    task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
+) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
+    """gt-phrase: each candidate's own denotation pooled to the grid (zeros: denotes nothing)."""
+    dataset = _truth(task, samples)
+    out = []
+    for sample_id, cands in _by_sample(phrases):
+        objects = {o.ann_id: o for o in dataset.objects(samples[sample_id]["image_id"])}
+        shape = samples[sample_id]["height"], samples[sample_id]["width"]
+        for cand in cands:
+            union = np.zeros(shape, dtype=bool)
+            for ann_id in cand.get("denotes") or []:
+                union |= objects[ann_id].mask
+            out.append((cand, mask_to_grid(union, cfg.grid).astype(np.float32)))
+    return out, []
+
+
+def _names(obj: Any, shape: str | None, colour: str | None) -> bool:
+    """Whether a phrase with these class / colour words (at least one) names `obj`."""
+    return bool(shape or colour) and shape in (None, obj.shape) and colour in (None, *obj.colours)
+
+
+def _simulated_maps(
+    task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
+) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
+    """simulated: a CLIP-like map per candidate from its denotation (labelling.simulated)."""
+    dataset = _truth(task, samples)
+    out = []
+    for sample_id, cands in _by_sample(phrases):
+        sample = samples[sample_id]
+        objects = dataset.objects(sample["image_id"])
+        truths = dataset.phrase_truth(sample_id) or []
+        mentioned = tuple(a for t in truths if t.role != "sentence" for a in t.ann_ids)
+        for cand in cands:
+            shape, colour = query_words(cand["phrase"], objects)
+            denotes = cand.get("denotes")
+            if denotes is None:  # no truth phrase matched: what its words pick out
+                denotes = [o.ann_id for o in objects if _names(o, shape, colour)]
+            whole = cand.get("truth_role") == "sentence"
+            query = PhraseQuery(tuple(denotes), shape, colour, mentioned if whole else ())
+            key = f"{sample_id}#{cand['cand_idx']}"
+            grid_map = simulated_map(objects, query, cfg.simulated, sample["image_sha256"], key)
+            out.append((cand, grid_map))
+    return out, []
+
+
 MapSource = Callable[
     [ShardTask, AttentionConfig, dict[str, dict[str, Any]], list],
     tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]],
@@ -154,7 +221,33 @@ MAP_SOURCES: dict[str, MapSource] = {
     "gt-box": _oracle_maps,
     "gt-mask": _oracle_maps,
     "centre": _centre_maps,
+    "gt-phrase": _phrase_maps,
+    "simulated": _simulated_maps,
 }
+
+
+def _sentences(task: ShardTask, samples: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pseudo-candidate per sample: its whole expression (cand_idx -1), denoting the referent.
+
+    Its map is the relevance of the sentence as the paper's CLIP + SAM reads it, and the input
+    the point generator reads as CLIP's response (trainer `relevance_input`).
+    """
+    dataset = cached_dataset(task.context.dataset, str(task.context.data_root))
+    truth = getattr(dataset, "phrase_truth", None) if getattr(dataset, "truth", None) else None
+    out = []
+    for sample_id, sample in samples.items():
+        rows = (truth(sample_id) or []) if truth else []
+        referent = [list(t.ann_ids) for t in rows if t.role == "sentence"]
+        out.append(
+            {
+                "sample_id": sample_id,
+                "cand_idx": -1,
+                "phrase": sample["expression"],
+                "truth_role": "sentence",
+                "denotes": referent[0] if referent else None,
+            }
+        )
+    return out
 
 
 def run_shard(task: ShardTask) -> ShardOutput:
@@ -164,6 +257,7 @@ def run_shard(task: ShardTask) -> ShardOutput:
     phrases = shards.read_parquet(task.inputs["phrases"]).to_pylist()  # by sample, cand_idx
     with reproducible_threads():
         maps, rejects = MAP_SOURCES[cfg.source](task, cfg, samples, phrases)
+        sentences, _ = MAP_SOURCES[cfg.source](task, cfg, samples, _sentences(task, samples))
     table = pa.table(
         {
             "sample_id": [c["sample_id"] for c, _ in maps],
@@ -175,12 +269,22 @@ def run_shard(task: ShardTask) -> ShardOutput:
     )
     grid = (cfg.grid, cfg.grid) if not maps else maps[0][1].shape
     stacked = np.stack([m for _, m in maps]) if maps else np.zeros((0, *grid), np.float32)
-    arrays = {"relevance": stacked.astype(np.float16)}  # (n_candidates, G, G)
-    return ShardOutput(table, rejects, arrays, attrs={"source": cfg.source, "grid": list(grid)})
+    whole = np.stack([m for _, m in sentences]) if sentences else np.zeros((0, *grid), np.float32)
+    arrays = {
+        "relevance": stacked.astype(np.float16),  # (n_candidates, G, G)
+        "sentence_relevance": whole.astype(np.float16),  # (n_samples, G, G)
+    }
+    attrs = {
+        "source": cfg.source,
+        "grid": list(grid),
+        "sentence_ids": [c["sample_id"] for c, _ in sentences],  # rows of sentence_relevance
+    }
+    return ShardOutput(table, rejects, arrays, attrs=attrs)
 
 
 SPEC = StageSpec(
     name="attention",
+    version=2,  # 2: each sample's whole-expression map (sentence_relevance)
     inputs=("ingest", "phrases", "encode"),
     schema=schemas.ATTENTION,
     run_shard=run_shard,

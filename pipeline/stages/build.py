@@ -18,13 +18,13 @@ from pipeline.data.specs import load_spec
 from pipeline.data.synthetic.generator import SyntheticConfig, generate_synthetic
 from pipeline.models.options import ModelOptions
 from pipeline.stages.executor import Executor
-from pipeline.stages.registry import BUILD_ORDER, STAGES
+from pipeline.stages.registry import STAGES, build_order
 from pipeline.stages.runner import StageContext, run_stage
 from pipeline.store.finalize import finalize
 
 log = logging.getLogger(__name__)
 
-SYNTHETIC = "synthetic"
+SYNTHETIC = ("synthetic", "synthetic-objects")  # datasets of the generated world
 FINALIZE = "finalize"  # `ppt-labels stage finalize`: write the store's manifest.json
 
 
@@ -67,9 +67,9 @@ def build(
 ) -> dict[str, Any]:
     """Run the dataset's stages (or `stages`) into the store `out`; returns its manifest."""
     spec = load_spec(dataset)
-    if dataset == SYNTHETIC:
+    if dataset in SYNTHETIC:
         ensure_synthetic(data_root, params)
-    order = stages or BUILD_ORDER[spec.kind]
+    order = stages or build_order(spec)
     ctx = _context(dataset, data_root, out, params, models, max_images)
     timings = {}
     for name in order:
@@ -94,7 +94,7 @@ def run_named_stage(
 ) -> dict[str, Any]:
     """Run one stage by name (or `finalize`); returns its stage record (or the manifest)."""
     if name == FINALIZE:
-        return finalize(Path(store), dataset, list(BUILD_ORDER[load_spec(dataset).kind]))
+        return finalize(Path(store), dataset, list(build_order(load_spec(dataset))))
     if name not in STAGES:
         raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}, {FINALIZE}")
     ctx = _context(dataset, data_root, store, params, models, max_images)

@@ -3,6 +3,7 @@ order. The only module outside the runner that imports the stage modules."""
 
 from __future__ import annotations
 
+from pipeline.data.specs import DatasetSpec
 from pipeline.stages import (
     attention,
     augment,
@@ -37,8 +38,22 @@ LABEL_STAGES = ("encode", "attention", "masks", "points")
 # Stages `ppt-labels build` runs for each dataset kind, in order.
 BUILD_ORDER: dict[str, tuple[str, ...]] = {
     "refer": ("ingest", "phrases", "split", *LABEL_STAGES),
-    # D_sem, then the D_ref composites made of it (augment writes into the same store).
-    "imagenet": ("ingest", "phrases", "split", *LABEL_STAGES, "augment"),
+    "imagenet": ("ingest", "phrases", "split", *LABEL_STAGES),
     # D_ref read from a D_sem store's augment table: labels transferred, never SAM-prompted.
-    "composite": ("ingest", "phrases", "split", "encode", "transfer_masks", "transfer_points"),
+    "composite": (
+        "ingest",
+        "phrases",
+        "split",
+        "encode",
+        "attention",
+        "transfer_masks",
+        "transfer_points",
+    ),
 }
+
+
+def build_order(spec: DatasetSpec) -> tuple[str, ...]:
+    """The stages of a dataset: its kind's, then, for object-centric D_sem data (`augment` in
+    its spec; every imagenet dataset), the D_ref composites made of it (written into the same
+    store)."""
+    return (*BUILD_ORDER[spec.kind], *(("augment",) if spec.augment else ()))

@@ -19,7 +19,12 @@ from pipeline.data.registry import cached_dataset
 from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
 from pipeline.store import schemas, shards
 
-OBJECT_CENTRIC = {"imagenet": "D_sem", "mosaic": "D_ref", "fusion": "D_ref"}
+OBJECT_CENTRIC = {
+    "imagenet": "D_sem",
+    "synthetic-objects": "D_sem",
+    "mosaic": "D_ref",
+    "fusion": "D_ref",
+}
 
 
 def subset_of(source: str, n_candidates: int) -> str:

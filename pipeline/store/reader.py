@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -87,6 +88,24 @@ class LabelStore:
         if not path.exists():
             raise StoreError(f"{path}: no arrays for shard {shard} of table {table!r}")
         return zarr.open_group(str(path), mode="r")
+
+    def sentence_relevance(self) -> dict[str, np.ndarray]:
+        """Each sample's whole-expression relevance map, (G, G) float16, by sample_id.
+
+        The attention stage writes them; {} for a store without (an older store: rebuild its
+        attention stage).
+        """
+        out: dict[str, np.ndarray] = {}
+        for entry in self.manifest["shards"]:
+            path = entry["path"]
+            if entry.get("kind") != "zarr" or path.split("/")[0] != "attention":
+                continue
+            group = self.arrays(path.split("/")[0], Path(path).stem)
+            if "sentence_relevance" not in group:
+                continue
+            maps = group["sentence_relevance"][...]  # (n, G, G) f16: a shard's worth
+            out.update(zip(group.attrs["sentence_ids"], maps, strict=True))
+        return out
 
     def rejects(self) -> pa.Table:
         """Every stage's rejects in one table."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SAMPLES = pa.schema(
     [
@@ -38,6 +38,10 @@ PHRASES = pa.schema(
         ("end_char", pa.int32()),
         ("head", pa.string()),  # lemma of the chunk's root
         ("fallback", pa.bool_()),  # no noun chunk: the whole expression is the candidate
+        # phrase ground truth (synthetic world; null elsewhere): the generator's noun phrase this
+        # candidate matches, "referent" | "landmark" | "sentence", and the annotations it denotes
+        ("truth_role", pa.string()),
+        ("denotes", pa.list_(pa.int64())),
     ]
 )
 

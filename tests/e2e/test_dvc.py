@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import IMAGENET_SAMPLES, REPO, TINY_PARAMS, tree_bytes
+from tests.helpers import REPO, TINY_PARAMS, tree_bytes
 
 DVC = str(Path(os.sys.executable).with_name("dvc"))
 
@@ -39,16 +39,13 @@ def test_repro_push_pull_round_trip(tmp_path: Path) -> None:
             )
         else:
             shutil.copy(src, project / name)
-    # The repository's params with the tiny synthetic size, so the test stays quick.
+    # The repository's params (the default world) at a tiny size, so the test stays quick:
+    # scenes → H_sem / H_ref, object-centric images → D_sem → augment → D_ref, simulated CLIP.
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["synthetic"] = TINY_PARAMS["synthetic"]
-    # ImageNet D_sem → augment → D_ref, on 4 images with 4 planned composites.
-    imagenet = params["datasets"]["imagenet-mini"]
-    imagenet["data_root"] = str(IMAGENET_SAMPLES)  # the copy has no ../shared beside it
-    imagenet["flags"] = "--max-images 4 --relevance centre"
+    params["synthetic"].update(TINY_PARAMS["synthetic"], n_object_images=6)
     params["augment"].update(n_mosaic=2, n_fusion=2)
     # The train stage with a tiny curriculum (one epoch per phase, one Select round).
-    tiny = yaml.safe_load((REPO / "configs" / "cpu-small.yaml").read_text())
+    tiny = yaml.safe_load((REPO / "configs" / "world.yaml").read_text())
     tiny["clip"].update(input_size=112)
     tiny["model"].update(hidden_dim=32, ffn_dim=64, stage_indices=[1, 3])
     tiny["curriculum"].update(semantic_epochs=1, ris_epochs_before_select=1, ris_epochs=1,
@@ -62,12 +59,13 @@ def test_repro_push_pull_round_trip(tmp_path: Path) -> None:
     store = project / "labels" / "synthetic"
     assert (store / "manifest.json").exists(), out
     assert "is valid" in out
-    for name in ("imagenet-mini", "imagenet-mini-ref"):
+    for name in ("synthetic-objects", "synthetic-objects-ref"):
         assert (project / "labels" / name / "manifest.json").exists(), out
     assert (project / "labels" / "synthetic" / "rounds" / "1" / "selection.parquet").exists()
     metrics = json.loads(_run([DVC, "metrics", "show", "--json"], project))
     shown = json.dumps(metrics)
     assert '"mIoU"' in shown and '"oIoU"' in shown, shown
+    assert "runs/default/metrics.json" in shown and "runs/baseline/metrics.json" in shown
     plots = _run([DVC, "plots", "show", "--json"], project)
     assert "runs/default/curves.csv" in plots and '"loss"' in plots
 

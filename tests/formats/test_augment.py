@@ -22,6 +22,7 @@ from PIL import Image
 from pipeline.core import hashing
 from pipeline.core.rle import decode_rle
 from pipeline.data.imagenet import class_noun
+from pipeline.data.registry import open_dataset
 from pipeline.labelling.composites.plan import CompositeConfig
 from pipeline.labelling.composites.render import Composite, CompositeObject
 from pipeline.labelling.composites.text import RELATIVE, ExpressionSpec
@@ -178,6 +179,18 @@ def test_composite_store_reads_like_any_other(imagenet_labels: dict[str, Path]) 
             assert (cand["phrase"], cand["referent"]) == (obj["phrase"], obj["referent"])
             assert cand["mask_rle"] == obj["mask_rle"] and cand["points"] == obj["points"]
     assert store.table("encode").num_rows == len({r["image_sha256"] for r in rows.values()})
+    # The pasted objects are the composite's truth: the sentence denotes the referent, the
+    # referent's noun every object of its class; the attention stage maps each whole expression.
+    dataset = open_dataset("imagenet-mini-ref", sem)
+    for sample_id, row in rows.items():
+        truths = {t.role: t for t in dataset.phrase_truth(sample_id)}
+        assert truths["sentence"].ann_ids == (row["referent"],)
+        noun = row["objects"][row["referent"]]["phrase"]
+        same = tuple(i for i, o in enumerate(row["objects"]) if o["phrase"] == noun)
+        assert truths["referent"].ann_ids == same and row["referent"] in same
+        referent = next(c for c in by_sample[sample_id] if c["referent"])
+        assert referent["truth_role"] == "referent" and referent["denotes"] == list(same)
+    assert set(store.sentence_relevance()) == set(rows)
     metrics = evaluate_labels(ref, sem)  # ground truth = the referent's transferred mask
     assert metrics["best_candidate"]["n"] == len(rows)
     assert metrics["best_candidate"]["mIoU"] == pytest.approx(100.0)  # percent

@@ -13,11 +13,12 @@ import pytest
 
 from pipeline.core.errors import ConfigError
 from pipeline.data.records import SourceRecord
+from pipeline.data.specs import load_spec
 from pipeline.labelling.gates import Gates, gate_reason
 from pipeline.labelling.relevance import centre_map
 from pipeline.stages import ingest, masks
 from pipeline.stages.executor import InProcessExecutor
-from pipeline.stages.registry import BUILD_ORDER, STAGES
+from pipeline.stages.registry import STAGES, build_order
 from pipeline.stages.runner import StageContext, run_stage
 from pipeline.store.finalize import finalize
 from pipeline.store.reader import LabelStore
@@ -92,7 +93,7 @@ def test_forced_gates_reject_with_reasons_and_downstream_copes(
     ctx = StageContext(store, "imagenet-mini", IMAGENET_SAMPLES, params)
     for name in ("masks", "points", "augment"):
         run_stage(STAGES[name], ctx, InProcessExecutor())
-    finalize(store, "imagenet-mini", list(BUILD_ORDER["imagenet"]))
+    finalize(store, "imagenet-mini", list(build_order(load_spec("imagenet-mini"))))
     assert validate(store) == []
     labels = LabelStore(store)
     rejects = [r for r in labels.rejects().to_pylist() if r["stage"] == "masks"]

@@ -219,6 +219,13 @@ def test_gt_mask_maps_are_the_referent_pooled(built: dict) -> None:
             assert cell.mean() == pytest.approx(grid_map[i, j], abs=1e-2) and cell.any()
             n += 1
     assert n == store.table("phrases").num_rows
+    # one whole-expression map per sample (what CLIP + SAM prompts with): the referent too
+    sentence = store.sentence_relevance()
+    assert set(sentence) == set(gt)
+    for sample_id, grid_map in sentence.items():
+        h, w = gt[sample_id].shape
+        area = grid_map.astype(np.float64).sum() * (h / GRID) * (w / GRID)
+        assert area == pytest.approx(gt[sample_id].sum(), rel=1e-2)
 
 
 @pytest.mark.slow

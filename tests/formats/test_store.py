@@ -14,6 +14,7 @@ from pipeline.data.registry import open_dataset
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
 from pipeline.store.reader import LabelStore
+from pipeline.store.schemas import SCHEMA_VERSION
 from pipeline.store.validate import validate
 from tests.helpers import SMALL_PARAMS, TINY_PARAMS, tree_bytes
 
@@ -26,9 +27,15 @@ def test_store_has_one_sample_per_record(synthetic_store: Path, synthetic_root: 
     assert sorted(samples.column("sample_id").to_pylist()) == sorted(r.sample_id for r in records)
     assert validate(synthetic_store) == []
     manifest = store.manifest
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == SCHEMA_VERSION
     assert manifest["stats"]["samples"] == len(records)
-    assert set(manifest["input_sha256"]) == {"synthetic/refs(unc).p", "synthetic/instances.json"}
+    # the refer files, and the phrase ground truth beside them (one table per split)
+    phrase_truth = {f"synthetic/phrases_{s}.json" for s in ("train", "val", "test")}
+    assert set(manifest["input_sha256"]) == {
+        "synthetic/refs(unc).p",
+        "synthetic/instances.json",
+        *phrase_truth,
+    }
     assert len(manifest["shards"]) >= 2 * 3 * 2  # several shards per table, each with rejects
 
 

@@ -22,7 +22,8 @@ from pipeline.store.validate import validate
 from tests.helpers import REPO, SAM_VIT_T, SMALL_PARAMS, TEST_MODELS, TINY_TRAIN, needs_sam
 from trainer.config import config_from_dict, load_config
 from trainer.data.dataset import build_target, collate
-from trainer.data.feature_cache import ClipCache, SamEmbeddings, build_clip_cache
+from trainer.data.feature_cache import CacheSpec, ClipCache, build_clip_cache
+from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import collect_samples
 from trainer.loop.curriculum import curriculum_phases
 from trainer.loop.select import SELECTION, read_selection, selection_path
@@ -162,11 +163,16 @@ def test_feature_cache_is_built_once_and_matches_clip(
     from trainer.network.clip_stages import clip_features
 
     store = LabelStore(synthetic_store)
-    path = build_clip_cache(store, synthetic_root, tiny_clip, (1, 3), 112, tmp_path, 8)
+    path = build_clip_cache(store, synthetic_root, tiny_clip, CacheSpec((1, 3), 112, 8), tmp_path)
     mtime = (path / "done.json").stat().st_mtime_ns
-    assert build_clip_cache(store, synthetic_root, tiny_clip, (1, -1), 112, tmp_path) == path
+    assert (
+        build_clip_cache(store, synthetic_root, tiny_clip, CacheSpec((1, -1), 112), tmp_path)
+        == path
+    )
     assert (path / "done.json").stat().st_mtime_ns == mtime  # reused, not rebuilt
-    assert build_clip_cache(store, synthetic_root, tiny_clip, (1, 3), 224, tmp_path) != path
+    assert (
+        build_clip_cache(store, synthetic_root, tiny_clip, CacheSpec((1, 3), 224), tmp_path) != path
+    )
     cache = ClipCache(path)
     row = store.samples().to_pylist()[3]
     image = preprocess_image(_load_rgb(synthetic_root / row["image_path"]), 112,

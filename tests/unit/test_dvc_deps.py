@@ -31,6 +31,7 @@ ENTRY_MODULES = {
     "finalize": ("pipeline.store.finalize", "pipeline.store.validate"),
     "composite": ("pipeline.stages.build", "pipeline.store.validate"),
     "train": ("trainer.loop.runner",),
+    "baseline": ("trainer.inference.evaluate",),
 }
 
 

@@ -1,4 +1,5 @@
-"""The synthetic refer-layout dataset: formats, determinism, unambiguous sentences, atomicity."""
+"""The synthetic refer-layout world: formats, determinism, unambiguous sentences, atomicity, and
+(with parts, overlap and textures, its defaults) visible-area ground truth and phrase truth."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from pipeline.data.synthetic.scenes import (
 # pycocotools' decode still passes copy=False to numpy 2; harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-SMALL = SyntheticConfig(n_images=12, seed=5)
+# Easy scenes (no parts, no overlap): every shape's pixels are exactly its polygon's.
+SMALL = SyntheticConfig(n_images=12, seed=5, part_prob=0.0, overlap_prob=0.0, n_object_images=4)
 REF_KEYS = {"sent_ids", "file_name", "ann_id", "ref_id", "image_id", "split", "sentences",
             "category_id"}  # fmt: skip
 SENT_KEYS = {"tokens", "raw", "sent", "sent_id"}
@@ -66,7 +68,9 @@ def test_same_config_gives_identical_bytes(tmp_path: Path, small_root: Path) -> 
     again = generate_synthetic(tmp_path / "again", SMALL)
     assert not again.reused
     assert files(tmp_path / "again") == files(small_root)
-    other = generate_synthetic(tmp_path / "other", SyntheticConfig(n_images=12, seed=6))
+    other = generate_synthetic(
+        tmp_path / "other", SyntheticConfig(n_images=12, seed=6, n_object_images=4)
+    )
     assert (
         files(tmp_path / "other")["synthetic/instances.json"]
         != files(small_root)["synthetic/instances.json"]
@@ -215,12 +219,16 @@ def test_complete_dataset_is_reused_and_other_config_replaces_it(tmp_path: Path)
     # A missing image makes the dataset incomplete: it is regenerated.
     next((tmp_path / "images" / "synthetic").glob("*.png")).unlink()
     assert not generate_synthetic(tmp_path, SMALL).reused
-    other = SyntheticConfig(n_images=5, seed=1)
+    other = SyntheticConfig(n_images=5, seed=1, n_object_images=2)
     assert not generate_synthetic(tmp_path, other).reused
     assert len(list((tmp_path / "images" / "synthetic").glob("*.png"))) == 5
     marker = json.loads((tmp_path / "synthetic" / "config.json").read_text())
     assert marker["config"]["seed"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "synthetic"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "images",
+        "synthetic",
+        "synthetic-objects",
+    ]
 
 
 def test_interrupted_run_leaves_the_old_dataset_intact(

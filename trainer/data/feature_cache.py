@@ -8,13 +8,16 @@ side. Layout:
     <key>/features.zarr    stages   (n_images, N, G*G, C) f16   CLIP block outputs, patch tokens
                            words    (n_samples, T, C_t) f16     projected word features
                            word_len (n_samples,) int32          tokens before padding
+                           sam_tokens (n_images, S*S, 256) f16  SAM embedding pooled (sam_stage)
+                           relevance (n_samples, R, R) f16      whole-expression relevance
     <key>/images.parquet   image_sha256, row
     <key>/samples.parquet  sample_id, row
     <key>/done.json        the key's inputs; written last: a cache without it is rebuilt
 
 The cache is built in a temporary directory and renamed, so a killed run leaves nothing half
-read. SAM embeddings are never recomputed: `SamEmbeddings` reads the encode stage's arrays of the
-label store. Both readers load everything into memory when it is small (`max_memory_bytes`).
+read. SAM embeddings are never recomputed: `SamEmbeddings` (trainer.data.sam_embeddings) reads
+the encode stage's arrays of the label store. Readers load everything into memory when it is small
+(`max_memory_bytes`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import logging
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +38,13 @@ import torch
 from PIL import Image
 from rich.progress import track
 
-from pipeline.store import schemas
-from pipeline.store import shards
 from pipeline.models.clip_surgery import preprocess_image
 from pipeline.core.errors import StoreError
-from pipeline.models.frozen import FrozenClip, FrozenSam
-from pipeline.models.weights import check_weights
+from pipeline.models.frozen import FrozenClip
 from pipeline.store.reader import MANIFEST, LabelStore
+from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.network.clip_stages import image_stages, resolve_stage_indices, word_features
+from trainer.network.layers import sam_stage_tokens
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +53,40 @@ SAMPLES_SCHEMA = pa.schema([("sample_id", pa.string()), ("row", pa.int32())])
 DEFAULT_MAX_MEMORY = 4 << 30  # bytes: smaller caches are read into memory once
 
 
+@dataclass(frozen=True)
+class CacheSpec:
+    """What to cache for one model: CLIP stages and input side, and the optional extras."""
+
+    stage_indices: tuple[int, ...]
+    input_size: int
+    batch_size: int = 16
+    sam_stage: int = 0  # > 0: SAM's embedding pooled to sam_stage × sam_stage tokens per image
+    text_layers: int | None = None  # word features from this many text blocks (None: all)
+    relevance: bool = False  # each expression's whole-expression relevance map, from the store
+
+
 def manifest_hash(store: LabelStore) -> str:
     """sha256 of the store's manifest.json: names every shard's content, so the whole store."""
     return hashlib.sha256((store.root / MANIFEST).read_bytes()).hexdigest()
 
 
-def cache_key(
-    store: LabelStore, clip: FrozenClip, stage_indices: Sequence[int], input_size: int
-) -> dict[str, Any]:
-    """Everything the cached CLIP features depend on."""
+def cache_key(store: LabelStore, clip: FrozenClip, spec: CacheSpec) -> dict[str, Any]:
+    """Everything the cached features depend on."""
     blocks = len(clip.model.visual.transformer.resblocks)
-    return {
+    key = {
         "manifest_sha256": manifest_hash(store),
         "clip_model": clip.name,
         "clip_weights": clip.weights_id,
-        "stage_indices": list(resolve_stage_indices(stage_indices, blocks)),
-        "input_size": int(input_size),
+        "stage_indices": list(resolve_stage_indices(spec.stage_indices, blocks)),
+        "input_size": int(spec.input_size),
     }
+    if spec.sam_stage:
+        key["sam_stage"] = int(spec.sam_stage)
+    if spec.text_layers is not None:
+        key["text_layers"] = int(spec.text_layers)
+    if spec.relevance:
+        key["relevance"] = True
+    return key
 
 
 def _key_dir(cache_dir: Path, key: dict[str, Any]) -> Path:
@@ -82,19 +102,18 @@ def _load_rgb(path: Path) -> np.ndarray:
 
 
 def build_clip_cache(
-    store: LabelStore,
-    data_root: Path,
-    clip: FrozenClip,
-    stage_indices: Sequence[int],
-    input_size: int,
-    cache_dir: Path,
-    batch_size: int = 16,
+    store: LabelStore, data_root: Path, clip: FrozenClip, spec: CacheSpec, cache_dir: Path
 ) -> Path:
     """Compute the CLIP features of every image and expression of `store` once; returns the dir.
 
-    A complete cache with the same key is reused as is (seconds).
+    With `spec.sam_stage` > 0 the SAM image embeddings of the store are pooled once to the point
+    generator's SAM stage and cached too, so that training without mask losses never reads a full
+    256 × 64 × 64 embedding. With `spec.relevance` each expression's relevance map (the store's
+    `sentence_relevance`) is cached by sample, for generators that read it; a store without them
+    is refused. A complete cache with the same key is reused as is (seconds).
     """
-    key = cache_key(store, clip, stage_indices, input_size)
+    key = cache_key(store, clip, spec)
+    batch_size = spec.batch_size
     out = _key_dir(cache_dir, key)
     if (out / "done.json").exists():
         return out
@@ -120,7 +139,7 @@ def build_clip_cache(
         pixels = torch.stack(
             [
                 preprocess_image(
-                    _load_rgb(Path(data_root) / images[h]), input_size, clip.mean, clip.std
+                    _load_rgb(Path(data_root) / images[h]), spec.input_size, clip.mean, clip.std
                 )
                 for h in chunk
             ]
@@ -135,13 +154,19 @@ def build_clip_cache(
                 chunks=(1, *stacked.shape[1:]),
             )
         stages_arr[start : start + len(chunk)] = stacked
-    words, pad = _all_words(clip, tokens, batch_size)  # (n_samples, T, C_t), (n_samples, T)
+    words, pad = _all_words(clip, tokens, batch_size, spec.text_layers)  # (n, T, C_t), (n, T)
     words_arr = group.create_array(
         "words", shape=words.shape, dtype="float16", chunks=(1, *words.shape[1:])
     )
     words_arr[...] = words.half().numpy()
     len_arr = group.create_array("word_len", shape=(len(rows),), dtype="int32")
     len_arr[...] = (~pad).sum(-1).int().numpy()
+    if spec.relevance:
+        maps = _sentence_maps(store, [r["sample_id"] for r in rows])  # (n_samples, R, R)
+        group.create_array("relevance", data=maps, chunks=(1, *maps.shape[1:]))
+    if spec.sam_stage:
+        tokens_arr = _sam_tokens(store, order, spec.sam_stage)  # (n_images, S*S, 256)
+        group.create_array("sam_tokens", data=tokens_arr, chunks=(1, *tokens_arr.shape[1:]))
     pq.write_table(
         pa.table({"image_sha256": order, "row": list(range(len(order)))}, schema=IMAGES_SCHEMA),
         tmp / "images.parquet",
@@ -160,14 +185,40 @@ def build_clip_cache(
     return out
 
 
+def _sentence_maps(store: LabelStore, sample_ids: list[str]) -> np.ndarray:
+    """(n, R, R) f16 whole-expression relevance of `sample_ids`, from the store's arrays."""
+    maps = store.sentence_relevance()
+    missing = [s for s in sample_ids if s not in maps]
+    if missing:
+        raise StoreError(
+            f"{store.root}: no whole-expression relevance for {len(missing)} of "
+            f"{len(sample_ids)} samples (e.g. {missing[0]}); the model reads it "
+            "(model.relevance_input): rebuild the store's attention stage with this ppt-labels"
+        )
+    return np.stack([np.asarray(maps[s], dtype=np.float16) for s in sample_ids])
+
+
+@torch.no_grad()
+def _sam_tokens(store: LabelStore, order: list[str], side: int) -> np.ndarray:
+    """(n_images, side², 256) f16 SAM stage tokens of `order`'s images (`sam_stage_tokens`)."""
+    embeddings = SamEmbeddings(store)
+    out = []
+    for digest in order:
+        emb = embeddings[digest][None]  # (1, 256, 64, 64)
+        size = torch.tensor([embeddings.sizes[digest]])
+        out.append(sam_stage_tokens(emb, size, side)[0].half().numpy())
+    return np.stack(out) if out else np.zeros((0, side * side, 256), np.float16)
+
+
 @torch.no_grad()
 def _all_words(
-    clip: FrozenClip, tokens: torch.Tensor, batch_size: int
+    clip: FrozenClip, tokens: torch.Tensor, batch_size: int, layers: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Word features of every expression, padded to the longest: (n, T, C_t), (n, T) on CPU."""
     words, pads = [], []
     for start in range(0, len(tokens), batch_size):
-        w, p = word_features(clip.model, tokens[start : start + batch_size].to(clip.device))
+        batch = tokens[start : start + batch_size].to(clip.device)
+        w, p = word_features(clip.model, batch, layers)
         words.append(w.cpu())
         pads.append(p.cpu())
     t = max((w.shape[1] for w in words), default=1)
@@ -202,6 +253,10 @@ class ClipCache:
         self.stages = _maybe_load(group["stages"], max_memory_bytes)
         self.words = _maybe_load(group["words"], max_memory_bytes)
         self.word_len = group["word_len"][...]
+        self.sam_tokens = group["sam_tokens"][...] if "sam_tokens" in group else None
+        self.relevance = (
+            _maybe_load(group["relevance"], max_memory_bytes) if "relevance" in group else None
+        )
         images = pq.read_table(self.path / "images.parquet").to_pydict()
         samples = pq.read_table(self.path / "samples.parquet").to_pydict()
         self.image_row = dict(zip(images["image_sha256"], images["row"], strict=True))
@@ -212,45 +267,19 @@ class ClipCache:
         x = torch.from_numpy(np.asarray(self.stages[self.image_row[image_sha256]])).float()
         return list(x.unbind(0))
 
+    def image_sam_tokens(self, image_sha256: str) -> torch.Tensor | None:
+        """(S*S, 256) float32 pooled SAM tokens of one image, None when not cached."""
+        if self.sam_tokens is None:
+            return None
+        return torch.from_numpy(np.asarray(self.sam_tokens[self.image_row[image_sha256]])).float()
+
+    def sample_relevance(self, sample_id: str) -> torch.Tensor | None:
+        """(R, R) float32 relevance map of one expression, None when not cached."""
+        if self.relevance is None:
+            return None
+        return torch.from_numpy(np.asarray(self.relevance[self.sample_row[sample_id]])).float()
+
     def sample_words(self, sample_id: str) -> torch.Tensor:
         """(T, C_t) float32 word features of one expression, padding trimmed."""
         row = self.sample_row[sample_id]
         return torch.from_numpy(np.asarray(self.words[row, : int(self.word_len[row])])).float()
-
-
-class SamEmbeddings:
-    """The label store's cached SAM image embeddings by image sha256 (encode stage arrays)."""
-
-    def __init__(
-        self, store: LabelStore, sam: FrozenSam | None = None, max_memory_bytes: int = 1 << 30
-    ) -> None:
-        if "encode" not in store.tables:
-            raise StoreError(f"{store.root}: no encode table; build the encode stage first")
-        self.where: dict[str, tuple[Any, int]] = {}
-        self.sizes: dict[str, tuple[int, int]] = {}
-        budget = max_memory_bytes
-        for entry in store.manifest["shards"]:
-            path = Path(entry["path"])
-            if path.parent.name != "encode" or path.suffix != ".parquet":
-                continue
-            table = shards.read_parquet(store.root / path, schemas.ENCODE).to_pylist()
-            if not table:
-                continue
-            group = store.arrays("encode", path.stem)
-            if sam is not None:
-                check_weights(dict(group.attrs)["sam"], sam, f"SAM {sam.variant}")
-            array = group["sam_embedding"]  # (n_images, 256, 64, 64) f16
-            nbytes = int(np.prod(array.shape)) * 2
-            if nbytes <= budget:
-                array, budget = array[...], budget - nbytes
-            for row in table:
-                self.where[row["image_sha256"]] = (array, row["array_row"])
-                self.sizes[row["image_sha256"]] = (row["height"], row["width"])
-
-    def __contains__(self, image_sha256: str) -> bool:
-        return image_sha256 in self.where
-
-    def __getitem__(self, image_sha256: str) -> torch.Tensor:
-        """(256, 64, 64) float32 embedding of one image."""
-        array, row = self.where[image_sha256]
-        return torch.from_numpy(np.asarray(array[row])).float()

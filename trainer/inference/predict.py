@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,10 +24,11 @@ from pipeline.models.options import ModelOptions
 from pipeline.store.reader import LabelStore
 from trainer.config import TrainConfig, config_from_dict
 from trainer.data.dataset import PromptDataset, collate
-from trainer.data.feature_cache import ClipCache, SamEmbeddings, build_clip_cache
+from trainer.data.feature_cache import ClipCache, build_clip_cache
+from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import SUBSETS, collect_samples
 from trainer.loop.checkpoint import load_checkpoint
-from trainer.loop.engine import predict_masks
+from trainer.loop.engine import Predicted, predict_masks
 from trainer.network.prompt_model import PointPromptModel, build_model
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,13 @@ def load_for_inference(
     return model.eval(), clip, sam, cfg
 
 
+def predict_store(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+    """sample_id → (H, W) bool predicted mask (`predict_store_points`' masks only)."""
+    return {sid: p.mask for sid, p in predict_store_points(*args, **kwargs).items()}
+
+
 @torch.no_grad()
-def predict_store(
+def predict_store_points(
     model: PointPromptModel,
     clip: FrozenClip,
     sam: FrozenSam,
@@ -73,23 +80,15 @@ def predict_store(
     sample_ids: Collection[str] | None = None,
     splits: Collection[str] | None = None,
     batch_size: int = 16,
-) -> dict[str, np.ndarray]:
-    """sample_id → (H, W) bool predicted mask at the original size, for `store`'s samples.
+) -> dict[str, Predicted]:
+    """sample_id → the model's points and mask (`Predicted`), for `store`'s samples.
 
     Args:
         data_root: the store's dataset root (images, for the one-time CLIP cache).
         cache_dir: where CLIP features are cached (reused when present).
         sample_ids: only these samples (default: all, or those of `splits`).
     """
-    path = build_clip_cache(
-        store,
-        data_root,
-        clip,
-        cfg.model.stage_indices,
-        cfg.clip.input_size,
-        cache_dir,
-        cfg.clip.batch_size,
-    )
+    path = build_clip_cache(store, data_root, clip, cfg.cache_spec(), cache_dir)
     samples = collect_samples([store], SUBSETS, splits, require_targets=False)
     if sample_ids is not None:
         wanted = set(sample_ids)
@@ -101,6 +100,4 @@ def predict_store(
             )
     dataset = PromptDataset(samples, [ClipCache(path)], [SamEmbeddings(store, sam)], False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    return {
-        key[1]: mask for key, mask, _ in predict_masks(model, loader, sam, torch.device(device))
-    }
+    return {p.key[1]: p for p in predict_masks(model, loader, sam, torch.device(device))}

@@ -16,6 +16,7 @@ it had not run yet (else the checkpoint's selection is reused).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,14 +25,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DistributedSampler
 
 from pipeline.models.frozen import FrozenSam
-from pipeline.store.reader import LabelStore
 from trainer.config import CurriculumConfig
-from trainer.data.dataset import PromptDataset, collate
-from trainer.data.feature_cache import ClipCache, SamEmbeddings
-from trainer.data.samples import Sample, collect_samples, subset_counts
+from trainer.data.loaders import TrainingData
+from trainer.data.samples import SUBSETS, collect_samples, subset_counts
 from trainer.loop.checkpoint import LAST, save_checkpoint, training_state
 from trainer.loop.engine import needs_masks, train_one_epoch
 from trainer.loop.select import select
@@ -51,10 +50,19 @@ class Phase:
     epochs: int
     select_round: int = 0  # k > 0: run Select round k on H_ref before the first epoch
     threshold: float = 0.5  # Select's overlap threshold
+    unselected: bool = False  # H_ref trains with its candidates unlabelled (c unknown), no Select
 
 
 def curriculum_phases(cfg: CurriculumConfig) -> list[Phase]:
-    """The phases of DESIGN §6 with the configured epochs (module docstring)."""
+    """The phases of DESIGN §6 with the configured epochs (module docstring), less the
+    excluded subsets; with `joint`, one phase over every subset for all the epochs."""
+    if cfg.joint:
+        subsets = tuple(s for s in SUBSETS if s not in cfg.exclude_subsets)
+        total = (
+            cfg.semantic_epochs + cfg.ris_epochs_before_select + cfg.ris_epochs
+            + cfg.refinement_rounds * cfg.refinement_epochs
+        )  # fmt: skip
+        return [Phase("joint", "joint", subsets, total, unselected=True)]
     phases = [
         Phase("semantic", "semantic", ("H_sem", "D_sem"), cfg.semantic_epochs),
         Phase("ris_pre", "ris", ("H_sem", "D_sem", "D_ref"), cfg.ris_epochs_before_select),
@@ -78,54 +86,11 @@ def curriculum_phases(cfg: CurriculumConfig) -> list[Phase]:
                 cfg.select_threshold,
             )
         )
-    return phases
-
-
-@dataclass
-class TrainingData:
-    """The stores and their cached features, shared by every phase."""
-
-    stores: list[LabelStore]
-    clip_caches: list[ClipCache]
-    sam_embeddings: list[SamEmbeddings]
-    train_splits: tuple[str, ...]
-
-    def samples(
-        self, subsets: Sequence[str], selections: dict[int, dict[str, int]] | None
-    ) -> list[Sample]:
-        """Training samples of `subsets`; H_ref as selected (empty before any Select)."""
-        subsets = tuple(subsets)
-        if "H_ref" in subsets and selections is None:
-            subsets = tuple(s for s in subsets if s != "H_ref")
-        return collect_samples(self.stores, subsets, self.train_splits, selections)
-
-    def loader(
-        self,
-        samples: Sequence[Sample],
-        batch_size: int,
-        num_workers: int,
-        shuffle_seed: int | None,
-        target_masks: bool = True,
-    ) -> DataLoader:
-        """A loader of `samples`; shuffled by `shuffle_seed` (None: in order); DDP-aware."""
-        dataset = PromptDataset(
-            samples, self.clip_caches, self.sam_embeddings, target_masks=target_masks
-        )
-        if dist.is_available() and dist.is_initialized():
-            sampler: Any = DistributedSampler(
-                dataset, shuffle=shuffle_seed is not None, seed=shuffle_seed or 0
-            )
-        elif shuffle_seed is not None:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(shuffle_seed))
-        else:
-            sampler = SequentialSampler(dataset)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            num_workers=num_workers,
-            collate_fn=collate,
-        )
+    keep = [
+        dataclasses.replace(p, subsets=tuple(s for s in p.subsets if s not in cfg.exclude_subsets))
+        for p in phases
+    ]
+    return [p for p in keep if p.subsets]
 
 
 @dataclass
@@ -182,6 +147,7 @@ def run_curriculum(
     round_index = 0
     for phase in phases:
         end = start + phase.epochs
+        report: dict[str, Any] | None = None
         if phase.select_round:
             round_index = phase.select_round
         if end <= state.epoch or phase.epochs == 0:
@@ -191,7 +157,7 @@ def run_curriculum(
             h_ref = collect_samples(data.stores, ("H_ref",), data.train_splits)
             if h_ref:
                 loader = data.loader(h_ref, batch_size, num_workers, None)
-                state.selections = select(
+                result = select(
                     model,
                     loader,
                     h_ref,
@@ -202,6 +168,7 @@ def run_curriculum(
                     phase.select_round,
                     amp,
                 )
+                state.selections, report = result.kept, result.reports
             else:
                 log.info(
                     "phase %s: no H_ref samples, Select round %d skipped",
@@ -209,7 +176,7 @@ def run_curriculum(
                     phase.select_round,
                 )
                 state.selections = state.selections or {}
-        samples = data.samples(phase.subsets, state.selections)
+        samples = data.samples(phase.subsets, state.selections, phase.unselected)
         counts = subset_counts(samples)
         missing = [s for s in phase.subsets if counts[s] == 0]
         if missing:
@@ -229,9 +196,12 @@ def run_curriculum(
                 "lr": optimizer.param_groups[0]["lr"],
                 "samples": len(samples),
             }
+            if report is not None:  # the phase's Select round, with its first epoch's row
+                row["select"], report = report, None
             if samples:
+                decode = needs_masks(criterion)
                 loader = data.loader(
-                    samples, batch_size, num_workers, seed * 100_003 + epoch, needs_masks(criterion)
+                    samples, batch_size, num_workers, seed * 100_003 + epoch, decode, decode
                 )
                 if isinstance(loader.sampler, DistributedSampler):
                     loader.sampler.set_epoch(epoch)

@@ -14,20 +14,23 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from segment_anything import SamPredictor
 
 from pipeline.core.rle import decode_rle
+from pipeline.labelling.prompting import prompt_mask
+from pipeline.models.encoders import cached_predictor
 from pipeline.models.frozen import FrozenSam
 from pipeline.models.runtime import autocast
 from pipeline.scoring.metrics import intersection_union, summarize
 from trainer.data.samples import Sample
 from trainer.loss.criterion import SetCriterion
 from trainer.network.prompt_model import PointPromptModel
-from trainer.network.soft_sam import upscale_masks
+from trainer.network.soft_sam import input_size, upscale_masks
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,9 @@ def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """Move a collated batch's tensors (and its targets') to `device`."""
     out = dict(batch)
     out["stages"] = [s.to(device, non_blocking=True) for s in batch["stages"]]
-    for k in ("words", "text_pad", "sam_embedding", "size"):
-        out[k] = batch[k].to(device, non_blocking=True)
+    for k in ("words", "text_pad", "sam_embedding", "sam_tokens", "relevance", "size"):
+        if k in batch:
+            out[k] = batch[k].to(device, non_blocking=True)
     if "targets" in batch:
         out["targets"] = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
     return out
@@ -59,17 +63,11 @@ def forward(
     With `masks=False` only the point generator runs (no pred_masks): the frozen SAM decoder is
     most of a step's cost on CPU, and a points-and-score loss does not read its masks.
     """
+    embedding, tokens = batch.get("sam_embedding"), batch.get("sam_tokens")
+    args = (batch["stages"], batch["words"], batch["text_pad"], embedding, batch["size"], tokens)
     if not masks:
-        return model.generator(
-            batch["stages"],
-            batch["words"],
-            batch["text_pad"],
-            batch["sam_embedding"],
-            batch["size"],
-        )
-    return model(
-        batch["stages"], batch["words"], batch["text_pad"], batch["sam_embedding"], batch["size"]
-    )
+        return model.generator(*args, relevance=batch.get("relevance"))
+    return model(*args, relevance=batch.get("relevance"))
 
 
 def train_one_epoch(
@@ -124,6 +122,16 @@ def train_one_epoch(
     return {k: v / max(steps, 1) for k, v in sums.items()}
 
 
+class Predicted(NamedTuple):
+    """The model's answer for one sample: the most confident query's points and mask."""
+
+    key: Key
+    mask: np.ndarray  # (H, W) bool at the original size
+    score: float  # the query's referent probability
+    points: np.ndarray  # (M, 2) x / W, y / H of its points
+    positive: np.ndarray  # (M,) bool, the points SAM reads as positive (logit > 0)
+
+
 @torch.no_grad()
 def predict_masks(
     model: PointPromptModel,
@@ -131,16 +139,21 @@ def predict_masks(
     sam: FrozenSam,
     device: torch.device,
     amp: bool = True,
-) -> Iterator[tuple[Key, np.ndarray, float]]:
-    """(key, (H, W) bool mask at original size, confidence) of every sample.
+) -> Iterator[Predicted]:
+    """The `Predicted` of every sample: the chosen query's points and mask at original size.
 
     The mask is the most confident query's (DESIGN §6), as `PointPromptModel.predict`, but SAM
     decodes only that query's points: each query is decoded independently, so the result is
     the same for K times less decoder work.
     """
     model.eval()
+    generator = getattr(model.generator, "module", model.generator)  # DDP-wrapped or not
+    rule = generator.decode_rule if generator.point_mode == "map" else None
     for raw in loader:
         batch = to_device(raw, device)
+        if rule is not None:
+            yield from decode_maps(model, batch, sam, rule, device, amp)
+            continue
         with autocast(device, amp):
             out = forward(model, batch, masks=False)
             score, query = out["pred_scores"].sigmoid().max(dim=1)  # (B,), (B,)
@@ -151,7 +164,39 @@ def predict_masks(
         for b, key in enumerate(batch["key"]):
             h, w = (int(v) for v in batch["size"][b])
             full = upscale_masks(sam, masks[b].float(), (h, w))  # (1, H, W) logits
-            yield tuple(key), (full[0] > 0).cpu().numpy(), float(score[b])
+            yield Predicted(
+                tuple(key),
+                (full[0] > 0).cpu().numpy(),
+                float(score[b]),
+                points[b, 0].float().cpu().numpy(),
+                (logits[b, 0] > 0).cpu().numpy(),
+            )
+
+
+@torch.no_grad()
+def decode_maps(
+    model: PointPromptModel,
+    batch: Mapping[str, Any],
+    sam: FrozenSam,
+    rule: str,
+    device: torch.device,
+    amp: bool = True,
+) -> Iterator[Predicted]:
+    """point_mode "map": the most confident query's point map → SAM prompts by `rule` (the rule
+    relevance maps take: box + spread positives + negatives in its empty parts) → its mask."""
+    with autocast(device, amp):
+        out = forward(model, batch, masks=False)
+    score, query = out["pred_scores"].float().sigmoid().max(dim=1)  # (B,), (B,)
+    rows = torch.arange(len(query), device=query.device)
+    maps = out["pred_maps"][rows, query].float().sigmoid().cpu().numpy()  # (B, S, S)
+    predictor = SamPredictor(sam.model)
+    for b, key in enumerate(batch["key"]):
+        h, w = (int(v) for v in batch["size"][b])
+        embedding = batch["sam_embedding"][b].float().cpu().numpy()  # (256, 64, 64)
+        cached_predictor(predictor, embedding, (h, w), input_size((h, w), sam.image_size))
+        result = prompt_mask(rule, maps[b], predictor, (h, w))
+        points = result.prompts.points / np.array([w, h], dtype=np.float32)  # (P, 2)
+        yield Predicted(tuple(key), result.mask, float(score[b]), points, result.prompts.labels > 0)
 
 
 def reference_masks(
@@ -192,9 +237,9 @@ def evaluate(
     the loader and the counts are gathered (duplicates from sampler padding counted once).
     """
     counts: dict[Key, tuple[int, int]] = {}
-    for key, mask, _ in predict_masks(model, loader, sam, device, amp):
-        if key in references:
-            counts[key] = intersection_union(mask, _decode(references[key]))
+    for p in predict_masks(model, loader, sam, device, amp):
+        if p.key in references:
+            counts[p.key] = intersection_union(p.mask, _decode(references[p.key]))
     if dist.is_available() and dist.is_initialized():
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, counts)

@@ -15,7 +15,6 @@ Evaluation scores the eval splits against ground truth where the dataset has it 
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -37,49 +36,27 @@ from pipeline.scoring.metrics import SUMMARY_KEYS
 from pipeline.store.reader import LabelStore
 from trainer.config import OptimConfig, TrainConfig, config_to_dict
 from trainer.data.dataset import PromptDataset, collate
-from trainer.data.feature_cache import ClipCache, SamEmbeddings, build_clip_cache, manifest_hash
+from trainer.data.feature_cache import ClipCache, build_clip_cache, manifest_hash
+from trainer.data.loaders import TrainingData
+from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import SUBSETS, collect_samples
 from trainer.loop.checkpoint import LAST, check_stores, load_checkpoint, restore
-from trainer.loop.curriculum import (
-    RunState,
-    TrainingData,
-    curriculum_phases,
-    is_main_process,
-    run_curriculum,
-)
+from trainer.loop.curriculum import RunState, curriculum_phases, is_main_process, run_curriculum
 from trainer.loop.engine import Key, evaluate, reference_masks
+from trainer.loop.outputs import select_reports, write_curves
 from trainer.loss.criterion import LossConfig, SetCriterion, build_criterion
 from trainer.network.prompt_model import PointPromptModel, build_model
 
 log = logging.getLogger(__name__)
 
-CURVE_KEYS = (
-    "epoch",
-    "phase",
-    "stage",
-    "round",
-    "lr",
-    "samples",
-    "loss",
-    "loss_mask_dice",
-    "loss_mask_bce",
-    "loss_point_l1",
-    "loss_point_bce",
-    "loss_score",
-    *SUMMARY_KEYS,
-)
-
 
 def build_training_criterion(cfg: LossConfig) -> SetCriterion:
-    """`build_criterion`, leaving out the mask terms when both their weights are 0.
+    """`build_criterion`: the loss groups whose weights are not all 0.
 
-    Then neither loss nor matching reads masks and training skips SAM's decoder (the CPU
-    configs' choice; evaluation always decodes the chosen query's points).
+    Without mask terms neither loss nor matching reads masks and training skips SAM's decoder
+    (the CPU configs' choice; evaluation always decodes the chosen query's prompts).
     """
-    criterion = build_criterion(cfg)
-    if cfg.mask_dice == 0 and cfg.mask_bce == 0:
-        return SetCriterion(criterion.matcher, criterion.weight_dict, ("points", "score"))
-    return criterion
+    return build_criterion(cfg)
 
 
 def build_optimizer(model: PointPromptModel, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -127,15 +104,7 @@ def prepare_data(
     """Cache CLIP features (rank 0 first) and open every store's caches."""
 
     def cache(store: LabelStore, root: Path) -> Path:
-        return build_clip_cache(
-            store,
-            root,
-            clip,
-            cfg.model.stage_indices,
-            cfg.clip.input_size,
-            cache_dir,
-            cfg.clip.batch_size,
-        )
+        return build_clip_cache(store, root, clip, cfg.cache_spec(), cache_dir)
 
     paths = []
     for store, root in zip(stores, data_roots, strict=True):
@@ -149,6 +118,7 @@ def prepare_data(
         clip_caches=[ClipCache(p) for p in paths],
         sam_embeddings=[SamEmbeddings(s, sam) for s in stores],
         train_splits=cfg.data.train_splits,
+        grid_side=cfg.model.sam_stage if cfg.model.point_mode == "map" else 0,
     )
 
 
@@ -163,16 +133,6 @@ def eval_loader(data: TrainingData, splits: Sequence[str], batch_size: int) -> t
         dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate
     )
     return loader, samples
-
-
-def write_curves(history: Sequence[dict[str, Any]], out_dir: Path) -> None:
-    """curves.csv (for `dvc plots show`) and curves.json, one row per epoch."""
-    keys = [k for k in CURVE_KEYS if any(k in row for row in history)]
-    with (out_dir / "curves.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    (out_dir / "curves.json").write_text(json.dumps(list(history), indent=1) + "\n")
 
 
 def train(
@@ -273,6 +233,9 @@ def train(
         "trainable_params": trainable,
         "wall_s": round(time.perf_counter() - started, 1),
     }
+    rounds = select_reports(state.history or [])
+    if rounds:
+        metrics["select"] = jsonable(rounds)
     if is_main_process():
         write_curves(state.history or [], out_dir)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

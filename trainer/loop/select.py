@@ -7,10 +7,15 @@ referent (c = 1) and the pair is kept when that overlap reaches the threshold, e
 Each round is written into the label store it came from, so it can be inspected and shared:
 
     <store>/rounds/<k>/selection.parquet   one row per H_ref pair (`SELECTION` schema)
+    <store>/rounds/<k>/report.json         the round's numbers (`select_report`)
 
-written to a temporary name and renamed. `rounds/` is not a stage table:
-`pipeline.store.validate.validate` ignores it and the manifest does not list it, so a store stays
-valid across rounds.
+written to a temporary name and renamed. Where the store carries phrase ground truth (the
+synthetic world), the report says how right the round was: `accuracy`, the share of kept pairs
+whose chosen candidate is the referent's own phrase (truth role "referent"); `random_accuracy`,
+what a uniformly random pick among the same pairs' candidates would score; and `kept_share`.
+The truth is read for this report only; the selection itself never sees it. `rounds/` is not a stage
+table: `pipeline.store.validate.validate` ignores it and the manifest does not list it, so a store
+stays valid across rounds.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,6 +35,7 @@ from pipeline.core.rle import decode_rle
 from pipeline.models.frozen import FrozenSam
 from pipeline.scoring.metrics import mask_iou
 from pipeline.store.reader import LabelStore
+from pipeline.store.shards import write_json
 from trainer.data.samples import Sample
 from trainer.loop.engine import predict_masks
 from trainer.network.prompt_model import PointPromptModel
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 
 ROUNDS_DIR = "rounds"
 SELECTION_FILE = "selection.parquet"
+REPORT_FILE = "report.json"
 SELECTION = pa.schema(
     [
         ("sample_id", pa.string()),
@@ -49,6 +56,13 @@ SELECTION = pa.schema(
         ("round", pa.int32()),
     ]
 )
+
+
+class SelectResult(NamedTuple):
+    """What a Select round returns: the kept pairs per store, and the reports per store name."""
+
+    kept: dict[int, dict[str, int]]
+    reports: dict[str, dict[str, Any]]
 
 
 def selection_path(store_root: Path, round_index: int) -> Path:
@@ -76,6 +90,58 @@ def choose(
     }
 
 
+def select_report(
+    rows: Sequence[Mapping[str, Any]],
+    samples: Mapping[tuple[int, str], Sample],
+    roles: Mapping[tuple[int, str, int], str | None],
+    store: int,
+) -> dict[str, Any]:
+    """The numbers of one store's round (module docstring); accuracies only with truth roles."""
+    kept = [r for r in rows if r["kept"]]
+    report: dict[str, Any] = {
+        "pairs": len(rows),
+        "kept": len(kept),
+        "kept_share": len(kept) / len(rows) if rows else None,
+    }
+    known = [r for r in rows if any(k[:2] == (store, r["sample_id"]) for k in roles)]
+    if not known:
+        return report
+
+    def hit(r: Mapping[str, Any]) -> bool:
+        return roles.get((store, r["sample_id"], r["cand_idx"])) == "referent"
+
+    def chance(r: Mapping[str, Any]) -> float:
+        cands = samples[(store, r["sample_id"])].candidates
+        return sum(roles.get((store, r["sample_id"], c.cand_idx)) == "referent" for c in cands) / (
+            len(cands) or 1
+        )
+
+    kept_known = [r for r in known if r["kept"]]
+    report.update(
+        accuracy=sum(map(hit, kept_known)) / len(kept_known) if kept_known else None,
+        random_accuracy=sum(map(chance, kept_known)) / len(kept_known) if kept_known else None,
+        accuracy_all=sum(map(hit, known)) / len(known),
+        random_accuracy_all=sum(map(chance, known)) / len(known),
+    )
+    return report
+
+
+def truth_roles(stores: Sequence[LabelStore]) -> dict[tuple[int, str, int], str | None]:
+    """(store index, sample_id, cand_idx) → truth role, for stores with phrase ground truth."""
+    out: dict[tuple[int, str, int], str | None] = {}
+    for i, store in enumerate(stores):
+        table = store.candidates()
+        if "truth_role" not in table.column_names:
+            continue
+        cols = table.select(["sample_id", "cand_idx", "truth_role"]).to_pydict()
+        for sid, idx, role in zip(
+            cols["sample_id"], cols["cand_idx"], cols["truth_role"], strict=True
+        ):
+            if role is not None:
+                out[(i, sid, int(idx))] = role
+    return out
+
+
 def write_selection(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     """Write one round's table, temp-then-rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,17 +162,17 @@ def select(
     threshold: float,
     round_index: int,
     amp: bool = True,
-) -> dict[int, dict[str, int]]:
+) -> SelectResult:
     """Run one Select round over the H_ref `samples` that `loader` yields; write it per store.
 
     Returns:
-        store index → {sample_id: chosen cand_idx} of the kept pairs (`collect_samples`'
-        `selections`).
+        kept: store index → {sample_id: chosen cand_idx} of the kept pairs (`collect_samples`'
+        `selections`); reports: store name → the round's report (module docstring).
     """
     by_key = {s.key: s for s in samples}
     rows: dict[tuple[int, str], dict[str, Any]] = {}
-    for key, mask, score in predict_masks(model, loader, sam, device, amp):
-        rows[key] = choose(mask, by_key[key], score, threshold, round_index)
+    for p in predict_masks(model, loader, sam, device, amp):
+        rows[p.key] = choose(p.mask, by_key[p.key], p.score, threshold, round_index)
     if dist.is_available() and dist.is_initialized():
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, rows)
@@ -115,12 +181,25 @@ def select(
     for (store, _), row in rows.items():
         per_store.setdefault(store, []).append(row)
     is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    roles = truth_roles(stores)
     out: dict[int, dict[str, int]] = {}
+    reports: dict[str, dict[str, Any]] = {}
     for store, store_rows in sorted(per_store.items()):
+        path = selection_path(stores[store].root, round_index)
+        report = {"round": round_index, **select_report(store_rows, by_key, roles, store)}
         if is_main:
-            write_selection(store_rows, selection_path(stores[store].root, round_index))
+            write_selection(store_rows, path)
+            write_json(report, path.with_name(REPORT_FILE))
         kept = {r["sample_id"]: r["cand_idx"] for r in store_rows if r["kept"]}
         out[store] = kept
+        reports[stores[store].root.name] = report
+        if report.get("accuracy") is not None:
+            log.info(
+                "Select round %d: accuracy %.1f%% on kept pairs (random pick %.1f%%)",
+                round_index,
+                100 * report["accuracy"],
+                100 * report["random_accuracy"],
+            )
         log.info(
             "Select round %d on %s: %d of %d H_ref pairs kept (overlap ≥ %.2f)",
             round_index,
@@ -131,7 +210,7 @@ def select(
         )
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-    return out
+    return SelectResult(out, reports)
 
 
 def read_selection(store_root: Path, round_index: int) -> dict[str, int]:

@@ -42,9 +42,14 @@ class LossConfig:
     point_bce: float = 1.0  # loss_point_bce weight
     score: float = 2.0  # loss_score weight and matching cost (Mask2Former's class weight)
     cost_mask_size: int = 64  # side masks are pooled to for the matching cost
+    # point_mode "map": DICE and BCE of each query's point map on the last stage's grid against
+    # its target's mask pooled to that grid (weights and matching costs)
+    map_dice: float = 0.0
+    map_bce: float = 0.0
 
     def __post_init__(self) -> None:
-        weights = (self.mask_dice, self.mask_bce, self.point_l1, self.point_bce, self.score)
+        weights = (self.mask_dice, self.mask_bce, self.point_l1, self.point_bce, self.score,
+                   self.map_dice, self.map_bce)  # fmt: skip
         if min(weights) < 0 or not any(weights):
             raise ValueError("loss weights must be ≥ 0 and not all 0")
         if self.cost_mask_size < 1:
@@ -68,7 +73,7 @@ class SetCriterion(nn.Module):
     Args:
         matcher: assigns targets to queries.
         weight_dict: loss name → weight, for `weighted`.
-        losses: which `loss_*` groups to compute: "masks", "points", "score".
+        losses: which `loss_*` groups to compute: "masks", "maps", "points", "score".
     """
 
     def __init__(
@@ -86,7 +91,23 @@ class SetCriterion(nn.Module):
             )
 
     def _loss_map(self) -> dict[str, Callable[[Outputs, list[Target], Indices, float], Outputs]]:
-        return {"masks": self.loss_masks, "points": self.loss_points, "score": self.loss_score}
+        return {
+            "masks": self.loss_masks,
+            "maps": self.loss_maps,
+            "points": self.loss_points,
+            "score": self.loss_score,
+        }
+
+    def loss_maps(
+        self, outputs: Outputs, targets: list[Target], indices: Indices, num: float
+    ) -> Outputs:
+        """DICE + BCE of matched point maps: pred_maps (B, K, S, S) logits vs targets' grid."""
+        pred = outputs["pred_maps"][_batch_index(indices)].flatten(1)  # (N, S*S)
+        tgt = _matched_targets(targets, indices, "grid").flatten(1).to(pred)  # (N, S*S)
+        p = pred.sigmoid()
+        dice = 1 - (2 * (p * tgt).sum(-1) + 1) / (p.sum(-1) + tgt.sum(-1) + 1)  # (N,)
+        bce = F.binary_cross_entropy_with_logits(pred, tgt, reduction="none").mean(-1)  # (N,)
+        return {"loss_map_dice": dice.sum() / num, "loss_map_bce": bce.sum() / num}
 
     def loss_masks(
         self, outputs: Outputs, targets: list[Target], indices: Indices, num: float
@@ -164,6 +185,8 @@ def build_matcher(cfg: LossConfig) -> HungarianMatcher:
         cost_points=cfg.point_l1,
         cost_score=cfg.score,
         cost_mask_size=cfg.cost_mask_size,
+        cost_map_dice=cfg.map_dice,
+        cost_map_bce=cfg.map_bce,
     )
 
 
@@ -175,5 +198,13 @@ def build_criterion(cfg: LossConfig) -> SetCriterion:
         "loss_point_l1": cfg.point_l1,
         "loss_point_bce": cfg.point_bce,
         "loss_score": cfg.score,
+        "loss_map_dice": cfg.map_dice,
+        "loss_map_bce": cfg.map_bce,
     }
-    return SetCriterion(build_matcher(cfg), weight_dict)
+    groups = {
+        "masks": cfg.mask_dice or cfg.mask_bce,
+        "maps": cfg.map_dice or cfg.map_bce,
+        "points": cfg.point_l1 or cfg.point_bce,
+        "score": True,
+    }
+    return SetCriterion(build_matcher(cfg), weight_dict, [g for g, on in groups.items() if on])

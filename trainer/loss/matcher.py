@@ -67,6 +67,7 @@ class HungarianMatcher(nn.Module):
         cost_points: weight of the point-set cost.
         cost_score: weight of the referent-score cost.
         cost_mask_size: side to which masks are average-pooled for the cost.
+        cost_map_dice, cost_map_bce: weights of the point-map costs (point_mode "map").
     """
 
     def __init__(
@@ -76,10 +77,21 @@ class HungarianMatcher(nn.Module):
         cost_points: float = 1.0,
         cost_score: float = 1.0,
         cost_mask_size: int = 64,
+        cost_map_dice: float = 0.0,
+        cost_map_bce: float = 0.0,
     ) -> None:
         super().__init__()
-        if not any((cost_mask_dice, cost_mask_bce, cost_points, cost_score)):
+        costs = (
+            cost_mask_dice,
+            cost_mask_bce,
+            cost_points,
+            cost_score,
+            cost_map_dice,
+            cost_map_bce,
+        )
+        if not any(costs):
             raise ValueError("all matching costs are 0: give at least one a positive weight")
+        self.cost_map_dice, self.cost_map_bce = cost_map_dice, cost_map_bce
         self.cost_mask_dice, self.cost_mask_bce = cost_mask_dice, cost_mask_bce
         self.cost_points, self.cost_score = cost_points, cost_score
         self.cost_mask_size = cost_mask_size
@@ -101,6 +113,11 @@ class HungarianMatcher(nn.Module):
             tgt = self._pool(target["masks"])  # (E, s*s)
             cost = cost + self.cost_mask_dice * pairwise_dice(pred, tgt)
             cost = cost + self.cost_mask_bce * pairwise_bce(pred, tgt)
+        if self.cost_map_dice or self.cost_map_bce:
+            pred = outputs["pred_maps"].flatten(1)  # (K, S*S) logits
+            tgt = target["grid"].flatten(1).to(pred)  # (E, S*S)
+            cost = cost + self.cost_map_dice * pairwise_dice(pred, tgt)
+            cost = cost + self.cost_map_bce * pairwise_bce(pred, tgt)
         if self.cost_points:
             pc = point_pair_cost(
                 outputs["pred_points"][:, None],  # (K, 1, M, 2)
@@ -131,7 +148,7 @@ class HungarianMatcher(nn.Module):
         Returns:
             B pairs (pred_idx, tgt_idx) of int64 tensors of length min(K, E), pred_idx ascending.
         """
-        keys = ("pred_masks", "pred_points", "pred_point_logits", "pred_scores")
+        keys = ("pred_masks", "pred_maps", "pred_points", "pred_point_logits", "pred_scores")
         indices = []
         for b, target in enumerate(targets):
             # pred_masks may be absent when no mask cost is weighted (training without SAM)

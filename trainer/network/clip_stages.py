@@ -95,8 +95,16 @@ def image_stages(
 
 
 @torch.no_grad()
-def word_features(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids (B, context) → projected word features (B, T, C_t) and padding mask (B, T)."""
+def word_features(
+    model: nn.Module, tokens: torch.Tensor, layers: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, context) → projected word features (B, T, C_t) and padding mask (B, T).
+
+    `layers`: text transformer blocks to run (None: all of them, CLIP's own word features;
+    0: the token embeddings alone, through ln_final and the projection). A random-init text
+    tower mixes the words away (ppt-tiny-vit: pooled features of "the red circle" and "the red
+    square" have cosine 0.98); its token embeddings keep them apart.
+    """
     pool = getattr(model, "text_pool_type", "argmax")
     if pool == "argmax":  # OpenAI-style vocabularies: end-of-text has the highest id
         eot = tokens.argmax(dim=-1)
@@ -110,7 +118,15 @@ def word_features(model: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor,
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)  # (B, context, W)
     x = x + model.positional_embedding.to(cast_dtype)
-    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))  # (B, context, W)
+    transformer = model.transformer
+    blocks = transformer.resblocks if layers is None else transformer.resblocks[:layers]
+    if not transformer.batch_first:
+        x = x.transpose(0, 1)  # (context, B, W)
+    for block in blocks:
+        x = block(x, attn_mask=model.attn_mask)
+    if not transformer.batch_first:
+        x = x.transpose(0, 1)
+    x = model.ln_final(x)  # (B, context, W)
     proj = model.text_projection
     if isinstance(proj, nn.Linear):
         x = proj(x)

@@ -22,7 +22,6 @@ the original image and a positive-label logit each; ScoreHead → one referent l
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from torch import nn
 
 from pipeline.models.frozen import FrozenClip
 from trainer.network.clip_stages import resolve_stage_indices, text_dim
+from trainer.network.layers import Stage, mlp, sam_stage_tokens, sine_position_2d
 
 
 @dataclass(frozen=True)
@@ -50,105 +50,39 @@ class PointGeneratorConfig:
     )  # CLIP blocks used as stages, 0-based (<0: from end)
     dropout: float = 0.1  # in attention and FFN residuals (DETR's)
     sam_stage: int = 0  # >0: SAM's image embedding pooled to this side is one more (last) stage
-    point_mode: str = "regress"  # "regress": MLP → sigmoid xy; "softargmax": attention over patches
+    # "regress": MLP → sigmoid xy; "softargmax": each point a softmax over the last stage's cells;
+    # "map": each query a point map over those cells (where its positive points belong), read
+    # into SAM prompts by `decode_rule` (pipeline.labelling.prompting), as relevance maps are
+    point_mode: str = "regress"
+    positive_points: bool = False  # ablation: every point a positive prompt (no negative points)
+    decode_rule: str = "box_points"  # point_mode "map": the map → prompts rule
+    # read the whole expression's relevance map (the store's, CLIP's response to the sentence;
+    # in the synthetic world the simulated one) as one more input: an embedding added to every
+    # stage's patch tokens and, in map mode, a residual the point map starts from
+    relevance_input: bool = False
 
     def __post_init__(self) -> None:
         if min(self.num_queries, self.points_per_query, self.num_heads) < 1:
             raise ValueError("num_queries, points_per_query and num_heads must be at least 1")
         if self.hidden_dim % self.num_heads:
             raise ValueError(f"hidden_dim {self.hidden_dim} must divide by num_heads")
-        if self.point_mode not in ("regress", "softargmax"):
-            raise ValueError(f"point_mode {self.point_mode!r}: choose regress or softargmax")
+        if self.point_mode not in ("regress", "softargmax", "map"):
+            raise ValueError(f"point_mode {self.point_mode!r}: choose regress, softargmax or map")
+        if self.point_mode == "map" and self.sam_stage < 1:
+            raise ValueError("point_mode map reads its maps on the SAM stage: set sam_stage")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
 
 
-def sine_position_2d(grid: tuple[int, int], dim: int, device: torch.device) -> torch.Tensor:
-    """Fixed 2-D sine code of a row-major patch grid (Gh, Gw) → (Gh*Gw, dim), as DETR's."""
-    gh, gw = grid
-    quarter = dim // 4
-    freqs = 1.0 / (10000 ** (torch.arange(quarter, device=device) / quarter))  # (dim/4,)
-    ys = (torch.arange(gh, device=device) + 0.5) / gh * 2 * math.pi  # cell centres, normalised
-    xs = (torch.arange(gw, device=device) + 0.5) / gw * 2 * math.pi
-    y = ys[:, None] * freqs  # (Gh, dim/4)
-    x = xs[:, None] * freqs  # (Gw, dim/4)
-    y = torch.cat([y.sin(), y.cos()], -1)[:, None].expand(gh, gw, -1)  # (Gh, Gw, dim/2)
-    x = torch.cat([x.sin(), x.cos()], -1)[None].expand(gh, gw, -1)  # (Gh, Gw, dim/2)
-    pos = torch.cat([y, x], dim=-1).reshape(gh * gw, -1)  # (Gh*Gw, 4*(dim/4))
-    return nn.functional.pad(pos, (0, dim - pos.shape[-1]))  # (Gh*Gw, dim)
+RELEVANCE_GAIN = 4.0  # initial weight of the relevance residual on map logits
 
 
-def sam_stage_tokens(embedding: torch.Tensor, sizes: torch.Tensor, side: int) -> torch.Tensor:
-    """SAM embeddings (B, C, 64, 64) in SAM's padded frame (long side first, padding bottom and
-    right) → (B, side*side, C): each image's valid region pooled to a side×side grid, so cells
-    map onto the original image as CLIP's squashed grid does."""
-    g = embedding.shape[-1]
-    out = []
-    for emb, (h, w) in zip(embedding, sizes.tolist(), strict=True):
-        long = max(h, w)
-        gh, gw = max(1, math.ceil(g * h / long)), max(1, math.ceil(g * w / long))
-        out.append(nn.functional.adaptive_avg_pool2d(emb[:, :gh, :gw], side))  # (C, s, s)
-    return torch.stack(out).flatten(2).transpose(1, 2)
-
-
-def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
-    """`layers` linear layers with ReLU between them."""
-    dims = [in_dim] + [hidden] * (layers - 1) + [out_dim]
-    mods: list[nn.Module] = []
-    for i, (a, b) in enumerate(itertools.pairwise(dims)):
-        mods += [nn.Linear(a, b)] + ([nn.ReLU()] if i < layers - 1 else [])
-    return nn.Sequential(*mods)
-
-
-class Residual(nn.Module):
-    """x → LN(x + Dropout(Attn(x, ctx, ctx))), post-norm as DETR's decoder."""
-
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.drop = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(
-        self, x: torch.Tensor, ctx: torch.Tensor, ctx_pad: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """(B, L, D) attending (B, S, D), padding (B, S) True = ignore → (B, L, D)."""
-        out, _ = self.attn(x, ctx, ctx, key_padding_mask=ctx_pad, need_weights=False)
-        return self.norm(x + self.drop(out))
-
-
-class Stage(nn.Module):
-    """One stage: project V_n and T, fuse, then update the queries (module docstring)."""
-
-    def __init__(self, image_dim: int, text_dim: int, dim: int, heads: int, ffn: int, p: float):
-        super().__init__()
-        self.image_proj = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, dim))
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.LayerNorm(dim))
-        self.fuse = Residual(dim, heads, p)
-        self.self_attn = Residual(dim, heads, p)
-        self.image_attn = Residual(dim, heads, p)
-        self.text_attn = Residual(dim, heads, p)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, ffn), nn.ReLU(), nn.Dropout(p), nn.Linear(ffn, dim), nn.Dropout(p)
-        )
-        self.ffn_norm = nn.LayerNorm(dim)
-
-    def forward(
-        self,
-        queries: torch.Tensor,
-        image: torch.Tensor,
-        pos: torch.Tensor,
-        words: torch.Tensor,
-        text_pad: torch.Tensor,
-    ) -> torch.Tensor:
-        """Q (B, K, D), V_n (B, L, C_n), pos (L, D), T (B, T, C_t), pad (B, T) → Q (B, K, D)."""
-        text = self.text_proj(words)  # (B, T, D) T_n
-        image = self.image_proj(image) + pos  # (B, L, D)
-        image = self.fuse(image, text, text_pad)  # (B, L, D) V'_n
-        q = self.self_attn(queries, queries)
-        q = self.image_attn(q, image)
-        q = self.text_attn(q, text, text_pad)  # (B, K, D)
-        return self.ffn_norm(q + self.ffn(q)), image
+def _resize(relevance: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, 1, R, R) map → (B, side², 1) cells, area-averaged (bilinear when upsampling)."""
+    mode = "area" if relevance.shape[-1] >= side else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    cells = nn.functional.interpolate(relevance, size=(side, side), mode=mode, **kwargs)
+    return cells.flatten(2).transpose(1, 2)  # (B, side², 1)
 
 
 class PointGenerator(nn.Module):
@@ -177,9 +111,14 @@ class PointGenerator(nn.Module):
         dropout: float = 0.1,
         sam_stage: int = 0,
         point_mode: str = "regress",
+        positive_points: bool = False,
+        decode_rule: str = "box_points",
+        relevance_input: bool = False,
     ) -> None:
         super().__init__()
         self.sam_stage, self.point_mode = sam_stage, point_mode
+        self.positive_points, self.decode_rule = positive_points, decode_rule
+        self.relevance_input = relevance_input
         if sam_stage:
             image_dims = [*image_dims, 256]  # SAM's embedding width
         self.num_queries = num_queries
@@ -192,7 +131,14 @@ class PointGenerator(nn.Module):
         self.point_head = mlp(hidden_dim, hidden_dim, points_per_query * 3, 3)
         if point_mode == "softargmax":
             self.point_query = nn.Linear(hidden_dim, points_per_query * hidden_dim)
+        if point_mode == "map":  # MaskFormer's split: query embedding · per-cell embedding
+            self.map_query = mlp(hidden_dim, hidden_dim, hidden_dim, 2)
+            self.map_cells = mlp(hidden_dim, hidden_dim, hidden_dim, 2)
         self.score_head = mlp(hidden_dim, hidden_dim, 1, 2)
+        if relevance_input:
+            self.relevance_embed = nn.Linear(1, hidden_dim)
+            # map mode: logits start as gain · (relevance - ½), relevance scaled to peak 1
+            self.relevance_gain = nn.Parameter(torch.tensor(RELEVANCE_GAIN))
 
     def forward(
         self,
@@ -201,6 +147,8 @@ class PointGenerator(nn.Module):
         text_pad: torch.Tensor,
         sam_embedding: torch.Tensor | None = None,
         sizes: torch.Tensor | None = None,
+        sam_tokens: torch.Tensor | None = None,
+        relevance: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predict point prompts.
 
@@ -208,13 +156,19 @@ class PointGenerator(nn.Module):
             stages: N × (B, G*G, C_n) patch tokens on a square, row-major G×G grid.
             words: (B, T, C_t) word features.
             text_pad: (B, T) bool, True = padding.
+            sam_embedding, sizes: (B, 256, 64, 64) SAM embeddings and (B, 2) original sizes,
+                pooled here into the SAM stage, unless
+            sam_tokens: (B, S*S, 256) that stage, already pooled (the feature cache's).
+            relevance: (B, R, R) the expression's relevance map (`relevance_input` models).
 
         Returns:
             pred_points (B, K, M, 2) (x, y) in [0, 1] of the original image, pred_point_logits
             (B, K, M) positive-label logits, pred_scores (B, K) referent logits.
         """
         stages = list(stages)
-        if self.sam_stage:
+        if self.sam_stage and sam_tokens is not None:
+            stages.append(sam_tokens)
+        elif self.sam_stage:
             if sam_embedding is None:
                 raise ValueError("this generator reads SAM's image embedding: pass sam_embedding")
             if sizes is None:
@@ -222,6 +176,11 @@ class PointGenerator(nn.Module):
             stages.append(sam_stage_tokens(sam_embedding, sizes, self.sam_stage))
         if len(stages) != len(self.stages):
             raise ValueError(f"{len(stages)} CLIP stages given, the model has {len(self.stages)}")
+        if self.relevance_input and relevance is None:
+            raise ValueError("this generator reads the expression's relevance map: pass relevance")
+        if relevance is not None:  # each map scaled to peak 1: sources differ in range
+            peak = relevance.flatten(1).amax(dim=1).clamp_min(1e-6)
+            relevance = (relevance / peak[:, None, None])[:, None].float()  # (B, 1, R, R)
         b = stages[0].shape[0]
         q = self.queries.weight[None].expand(b, -1, -1)  # (B, K, D)
         for stage, image in zip(self.stages, stages, strict=True):
@@ -230,8 +189,29 @@ class PointGenerator(nn.Module):
             if side * side != length:
                 raise ValueError(f"{length} patch tokens are not a square grid: give square images")
             pos = sine_position_2d((side, side), self.hidden_dim, words.device)  # (L, D)
+            if self.relevance_input:
+                cells = _resize(relevance, side)  # (B, L, 1)
+                pos = pos + self.relevance_embed(cells)  # (B, L, D)
             q, fused = stage(q, image, pos, words, text_pad)
         raw = self.point_head(q).reshape(b, self.num_queries, self.points_per_query, 3)
+        if self.positive_points:  # a constant, certain "positive" label for every point
+            raw = torch.cat([raw[..., :2], torch.full_like(raw[..., 2:], 10.0)], dim=-1)
+        if self.point_mode == "map":  # each query: a point map over the last stage's cells
+            cells_emb = self.map_cells(fused)  # (B, L, D)
+            logits = torch.einsum("bkd,bld->bkl", self.map_query(q), cells_emb)  # (B, K, L)
+            logits = logits / math.sqrt(self.hidden_dim)
+            if self.relevance_input:
+                prior = _resize(relevance, side)[..., 0][:, None]  # (B, 1, L)
+                logits = logits + self.relevance_gain * (prior - 0.5)
+            top = logits.topk(self.points_per_query, dim=-1).indices  # (B, K, M) its peaks
+            cells = (torch.arange(side, device=words.device, dtype=logits.dtype) + 0.5) / side
+            xy = torch.stack([cells[top % side], cells[top // side]], dim=-1)  # (B, K, M, 2)
+            return {
+                "pred_points": xy,
+                "pred_point_logits": logits.gather(-1, top),
+                "pred_scores": self.score_head(q)[..., 0],
+                "pred_maps": logits.reshape(b, self.num_queries, side, side),
+            }
         if self.point_mode == "softargmax":  # each point: a softmax over the last stage's cells
             pq = self.point_query(q).reshape(b, self.num_queries, self.points_per_query, -1)
             att = torch.einsum("bkmd,bld->bkml", pq, fused) / math.sqrt(self.hidden_dim)
@@ -265,4 +245,7 @@ def build_point_generator(cfg: PointGeneratorConfig, clip: FrozenClip) -> PointG
         dropout=cfg.dropout,
         sam_stage=cfg.sam_stage,
         point_mode=cfg.point_mode,
+        positive_points=cfg.positive_points,
+        decode_rule=cfg.decode_rule,
+        relevance_input=cfg.relevance_input,
     )

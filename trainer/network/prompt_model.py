@@ -43,6 +43,8 @@ class PointPromptModel(nn.Module):
         text_pad: torch.Tensor,
         sam_embeddings: torch.Tensor,
         original_sizes: torch.Tensor,
+        sam_tokens: torch.Tensor | None = None,
+        relevance: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predict points, score and masks for every query.
 
@@ -51,12 +53,16 @@ class PointPromptModel(nn.Module):
             words: (B, T, C_t) cached word features; text_pad (B, T) True = padding.
             sam_embeddings: (B, 256, 64, 64) cached SAM image embeddings.
             original_sizes: (B, 2) original (H, W) of each image.
+            sam_tokens: (B, S*S, 256) the cached SAM stage, if the generator reads one.
+            relevance: (B, R, R) the expression's relevance map, if the generator reads one.
 
         Returns:
             pred_points (B, K, M, 2), pred_point_logits (B, K, M), pred_scores (B, K),
             pred_masks (B, K, 256, 256) logits, pred_ious (B, K).
         """
-        out = self.generator(stages, words, text_pad, sam_embeddings, original_sizes)
+        out = self.generator(
+            stages, words, text_pad, sam_embeddings, original_sizes, sam_tokens, relevance
+        )
         masks, ious = self.decoder(
             sam_embeddings, out["pred_points"], out["pred_point_logits"], original_sizes
         )

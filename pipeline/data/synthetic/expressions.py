@@ -143,6 +143,49 @@ def _noun_text(shape: str, colour: str | None) -> str:
     return f"{colour} {shape}" if colour else shape
 
 
+@dataclass(frozen=True)
+class NounPhrase:
+    """A noun phrase of a generated sentence and the objects it denotes (phrase ground truth)."""
+
+    role: str  # "referent" (the subject's noun phrase) | "landmark" | "sentence" (the whole)
+    start: int  # character span in the sentence (the article "the" included where written)
+    end: int
+    head_start: int  # span of the shape word, what a parser's chunk must contain to match
+    head_end: int
+    objects: tuple[int, ...]  # indices into the scene's objects
+
+
+def denotation(scene: Scene, noun: Noun) -> tuple[int, ...]:
+    """Every object a bare noun phrase ("the red circle", "the circle") applies to."""
+    return tuple(j for j, o in enumerate(scene.objects) if _is(noun, o))
+
+
+def noun_phrases(scene: Scene, expr: Expression, text: str, referent: int) -> list[NounPhrase]:
+    """The noun phrases of `text` (a wording of `expr` for object `referent`), then the sentence.
+
+    The referent's noun phrase alone denotes every object of its noun ("the circle" of "the
+    circle on the left" is every circle); the landmark's denotes its one object; the sentence
+    denotes the referent only.
+    """
+
+    def locate(noun: Noun, role: str, after: int) -> NounPhrase:
+        words = _noun_text(*noun)
+        start = text.index(words, after)
+        head = start + len(words) - len(noun[0])
+        if text[max(0, start - 4) : start] == "the ":
+            start -= 4
+        end = head + len(noun[0])
+        return NounPhrase(role, start, end, head, end, denotation(scene, noun))
+
+    subject = locate((expr.shape, expr.colour), "referent", 0)
+    out = [subject]
+    if expr.landmark is not None:
+        out.append(locate(expr.landmark, "landmark", subject.end))
+    out.append(NounPhrase("sentence", 0, len(text), subject.head_start, subject.head_end,
+                          (referent,)))  # fmt: skip
+    return out
+
+
 def describe(
     scene: Scene, i: int, rng: np.random.Generator, k: int
 ) -> list[tuple[Expression, str]]:

@@ -1,13 +1,17 @@
-"""A small synthetic referring-segmentation dataset, written in the standard refer layout.
+"""The synthetic world, written in the standard refer layout: scenes and object-centric images.
 
-It is the project's embedded default dataset (nothing to download) and the fixture for the
-trainer's learning tests. `generate_synthetic(root, cfg)` writes, under `root` (the --data-root):
+It is the project's embedded default dataset (nothing to download), the method's test bed
+(DESIGN §9) and the fixture of the trainer's tests. `generate_synthetic(root, cfg)` writes, under
+`root` (the --data-root), two datasets from one seed:
 
-    synthetic/refs(unc).p        refer-toolkit refs: a list of plain dicts
-    synthetic/instances.json     COCO images / annotations (polygons) / categories
-    synthetic/README.txt         how it was generated
-    synthetic/config.json        config and counts; it arrives last and marks the dataset complete
-    images/synthetic/*.png       the rendered scenes
+    synthetic/refs(unc).p            refer-toolkit refs of the scenes: a list of plain dicts
+    synthetic/instances.json         COCO images / annotations (visible area) / categories
+    synthetic/phrases_<split>.json   phrase ground truth: every noun phrase's span and denotation
+    synthetic/README.txt             how it was generated
+    synthetic/config.json            config and counts; it arrives last and marks completion
+    images/synthetic/*.png           the rendered scenes
+    synthetic-objects/...            the object-centric set (D_sem's analogue of ImageNet): one
+    images/synthetic-objects/*.png   large shape per image, "the {class} in the middle"
 
 Every expression is a predicate over the scene's objects (`Expression.holds`) and is written only
 when the referent is the one object satisfying it, so no sentence is ambiguous.
@@ -28,12 +32,16 @@ import numpy as np
 
 from pipeline.core.errors import ConfigError, DatasetError
 from pipeline.data.synthetic.expressions import Expression, describe
-from pipeline.data.synthetic.scenes import SHAPES, Scene, make_scene, render_scene
+from pipeline.data.synthetic.render import render_scene
+from pipeline.data.synthetic.scenes import SHAPES, SceneConfig, make_object_scene, make_scene
+from pipeline.data.synthetic.tables import PlannedImage, refer_tables
 
 log = logging.getLogger(__name__)
 
-NAME = "synthetic"  # the dataset's folder under --data-root and under images/
-GENERATOR_VERSION = 1  # bump when the output changes for an unchanged config: old copies regenerate
+NAME = "synthetic"  # the scenes' folder under --data-root and under images/
+OBJECTS = "synthetic-objects"  # the object-centric set's folder
+GENERATOR_VERSION = 2  # bump when the output changes for an unchanged config: old copies regenerate
+OBJECT_ANN_IDS = 1_000_000  # object-centric annotation ids count on from here
 SPLITS = ("train", "val", "test")
 
 
@@ -51,13 +59,21 @@ class SyntheticConfig:
     test_frac: float = 0.15  # share of images in "test"
     sentences_per_ref: int = 2  # expressions per referent (fewer where the scene allows fewer)
     share_prob: float = 0.6  # chance a shape copies the class or colour of an earlier one
+    part_prob: float = 0.4  # chance a shape carries an inner part of another colour
+    overlap_prob: float = 0.15  # chance a shape may overlap (cover part of) an earlier one
+    textured: bool = True  # stripes, checks and noise backgrounds besides gradients
+    n_object_images: int = 60  # object-centric images (synthetic-objects, D_sem); 0 = none
     seed: int = 0  # everything, images included, is a function of the config and this seed
 
     def __post_init__(self) -> None:
         for f in fields(self):
             v = getattr(self, f.name)
-            ok = isinstance(v, int) if f.type == "int" else isinstance(v, int | float)
-            if not ok or isinstance(v, bool):
+            if f.type == "bool":
+                ok = isinstance(v, bool)
+            else:
+                ok = isinstance(v, int) if f.type == "int" else isinstance(v, int | float)
+                ok = ok and not isinstance(v, bool)
+            if not ok:
                 raise ConfigError(f"synthetic.{f.name} must be a {f.type}, got {v!r}")
         if self.n_images < 1 or self.sentences_per_ref < 1 or self.seed < 0:
             raise ConfigError("synthetic.n_images and sentences_per_ref must be >= 1, seed >= 0")
@@ -70,8 +86,16 @@ class SyntheticConfig:
             raise ConfigError(
                 f"synthetic train/val/test_frac must be >= 0 and sum to 1, got {fracs}"
             )
-        if not 0.0 <= self.share_prob <= 1.0:
-            raise ConfigError(f"synthetic.share_prob must be in [0, 1], got {self.share_prob}")
+        for name in ("share_prob", "part_prob", "overlap_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"synthetic.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.n_object_images < 0:
+            raise ConfigError("synthetic.n_object_images must be >= 0")
+
+    @property
+    def scene(self) -> SceneConfig:
+        """How hard the scenes are (parts, overlap, textures, distractors)."""
+        return SceneConfig(self.share_prob, self.part_prob, self.overlap_prob, self.textured)
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,7 @@ class SyntheticSummary:
     n_refs: int  # shapes that got at least one unambiguous expression
     n_sentences: int
     refs_per_split: dict[str, int]
+    n_object_images: int = 0  # object-centric images written to synthetic-objects
     reused: bool = False  # True when a complete dataset with this config was already there
 
 
@@ -99,18 +124,6 @@ def from_params(d: Mapping[str, object]) -> SyntheticConfig:
 
 
 # --- dataset --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlannedImage:
-    """One image of the dataset before rendering: its scene and the sentences of its referents."""
-
-    image_id: int
-    file_name: str  # under images/synthetic/
-    split: str
-    scene: Scene
-    # Object index -> its sentences; objects that nothing singles out are not refs.
-    refs: dict[int, list[tuple[Expression, str]]]
 
 
 def _splits(cfg: SyntheticConfig) -> list[str]:
@@ -132,7 +145,7 @@ def plan_dataset(cfg: SyntheticConfig) -> list[PlannedImage]:
         rng = np.random.default_rng([cfg.seed, idx])
         w, h = (int(v) for v in rng.integers(cfg.min_size, cfg.max_size + 1, size=2))
         n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-        scene = make_scene(rng, w, h, n_obj, cfg.share_prob)
+        scene = make_scene(rng, w, h, n_obj, cfg.scene)
         refs = {
             j: describe(scene, j, rng, cfg.sentences_per_ref) for j in range(len(scene.objects))
         }
@@ -148,50 +161,22 @@ def plan_dataset(cfg: SyntheticConfig) -> list[PlannedImage]:
     return plans
 
 
-def _tables(plans: list[PlannedImage]) -> tuple[list[dict], dict]:
-    """The refs list and the COCO instances dict, with dataset-wide unique ann/ref/sent ids."""
-    refs: list[dict] = []
-    coco: dict = {"images": [], "annotations": [], "categories": []}
-    coco["categories"] = [
-        {"id": k + 1, "name": s, "supercategory": "shape"} for k, s in enumerate(SHAPES)
-    ]
-    ann_id = sent_id = 0
-    for p in plans:
-        coco["images"].append(
-            {
-                "id": p.image_id,
-                "file_name": p.file_name,
-                "height": p.scene.height,
-                "width": p.scene.width,
-            }
-        )
-        for j, o in enumerate(p.scene.objects):
-            ann_id += 1
-            category_id = SHAPES.index(o.shape) + 1
-            coco["annotations"].append(
-                {"id": ann_id, "image_id": p.image_id, "category_id": category_id,
-                 "segmentation": [list(o.polygon)], "bbox": list(o.bbox), "iscrowd": 0,
-                 "area": round(o.area, 2)}
-            )  # fmt: skip
-            if j not in p.refs:
-                continue
-            sentences = []
-            for _, text in p.refs[j]:
-                sent_id += 1
-                sentences.append(
-                    {"tokens": text.split(), "raw": text, "sent": text, "sent_id": sent_id}
-                )
-            refs.append(
-                {"sent_ids": [s["sent_id"] for s in sentences],
-                 # refer names a ref "<image stem>_<ann_id>"; readers take the image from COCO.
-                 "file_name": f"{Path(p.file_name).stem}_{ann_id}.png",
-                 "ann_id": ann_id, "ref_id": len(refs) + 1, "image_id": p.image_id,
-                 "split": p.split, "sentences": sentences, "category_id": category_id}
-            )  # fmt: skip
-    return refs, coco
+def plan_objects(cfg: SyntheticConfig) -> list[PlannedImage]:
+    """The object-centric images: one large shape each, "the {class} in the middle" (train)."""
+    plans = []
+    for idx in range(cfg.n_object_images):
+        rng = np.random.default_rng([cfg.seed, idx, 2])  # a stream apart from the scenes'
+        w, h = (int(v) for v in rng.integers(cfg.min_size, cfg.max_size + 1, size=2))
+        scene = make_object_scene(rng, w, h, cfg.scene)
+        expr = Expression(scene.objects[0].shape, None, "region", "middle")
+        plans.append(
+            PlannedImage(idx + 1, f"{OBJECTS}_{idx + 1:06d}.png", "train", scene,
+                         {0: [(expr, expr.text(0))]})
+        )  # fmt: skip
+    return plans
 
 
-def _summary(root: Path, refs: list[dict], coco: dict) -> SyntheticSummary:
+def _summary(root: Path, refs: list[dict], coco: dict, n_objects: int) -> SyntheticSummary:
     return SyntheticSummary(
         root=root,
         n_images=len(coco["images"]),
@@ -199,6 +184,7 @@ def _summary(root: Path, refs: list[dict], coco: dict) -> SyntheticSummary:
         n_refs=len(refs),
         n_sentences=sum(len(r["sentences"]) for r in refs),
         refs_per_split={s: sum(r["split"] == s for r in refs) for s in SPLITS},
+        n_object_images=n_objects,
     )
 
 
@@ -225,7 +211,11 @@ def _existing(root: Path, cfg: SyntheticConfig) -> SyntheticSummary | None:
         return None
     images = root / "images" / NAME
     n_png = sum(1 for _ in images.glob("*.png")) if images.is_dir() else -1
-    files_ok = all((root / NAME / f).is_file() for f in ("refs(unc).p", "instances.json"))
+    files_ok = all(
+        (root / name / f).is_file()
+        for name in (NAME, OBJECTS)
+        for f in ("refs(unc).p", "instances.json")
+    )
     try:
         counts = dict(marker["summary"])
         counts["refs_per_split"] = {s: counts["refs_per_split"][s] for s in SPLITS}  # unsorted
@@ -235,20 +225,46 @@ def _existing(root: Path, cfg: SyntheticConfig) -> SyntheticSummary | None:
     return found if files_ok and n_png == found.n_images else None
 
 
-def generate_synthetic(root: Path, cfg: SyntheticConfig) -> SyntheticSummary:
-    """Write the synthetic dataset under `root` (the --data-root) in refer layout.
+def _write_dataset(
+    tmp: Path, name: str, plans: list[PlannedImage], cfg: SyntheticConfig, first_ids: tuple
+) -> tuple[list[dict], dict]:
+    """Render and write one dataset of the world into `tmp` (images, refs, instances, truth)."""
+    (tmp / "images" / name).mkdir(parents=True)
+    (tmp / name).mkdir()
+    stream = 1 if name == NAME else 3  # the scenes keep version 1's render stream
+    for p in plans:
+        rng = np.random.default_rng([cfg.seed, p.image_id - 1, stream])
+        image = render_scene(p.scene, rng, cfg.textured)
+        # Grainy backgrounds barely compress at any level: the fastest one costs few bytes.
+        image.save(tmp / "images" / name / p.file_name, format="PNG", compress_level=1)
+    refs, coco, truth = refer_tables(plans, first_ids)
+    with (tmp / name / "refs(unc).p").open("wb") as f:
+        pickle.dump(refs, f, protocol=2)
+    (tmp / name / "instances.json").write_text(
+        json.dumps(coco, sort_keys=True, separators=(",", ":"))
+    )
+    for split in SPLITS if name == NAME else ("train",):
+        rows = truth.get(split, [])
+        (tmp / name / f"phrases_{split}.json").write_text(
+            json.dumps(rows, sort_keys=True, separators=(",", ":"))
+        )
+    return refs, coco
 
-    Returns at once when a complete dataset made from the same config is already there. Files are
-    built in a temporary folder inside `root` and renamed into place, annotations (holding the
-    config.json completion marker) last, so an interrupted run never leaves a dataset that looks
-    complete. A different config replaces the old dataset.
+
+def generate_synthetic(root: Path, cfg: SyntheticConfig) -> SyntheticSummary:
+    """Write the synthetic world under `root` (the --data-root) in refer layout.
+
+    Returns at once when a complete world made from the same config is already there. Files are
+    built in a temporary folder inside `root` and renamed into place, the scenes' annotations
+    (holding the config.json completion marker) last, so an interrupted run never leaves a world
+    that looks complete. A different config replaces the old world.
     """
     root = Path(root)
     found = _existing(root, cfg)
     if found is not None:
         log.info("synthetic dataset in %s is complete for this config; not regenerating", root)
         return found
-    ann_dir, img_dir = root / NAME, root / "images" / NAME
+    ann_dir = root / NAME
     if ann_dir.exists() and not (ann_dir / "config.json").exists():
         raise DatasetError(
             f"{ann_dir} exists but was not written by the synthetic generator (no config.json); "
@@ -257,20 +273,11 @@ def generate_synthetic(root: Path, cfg: SyntheticConfig) -> SyntheticSummary:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=root))
     try:
-        plans = plan_dataset(cfg)
-        (tmp / "images" / NAME).mkdir(parents=True)
-        (tmp / NAME).mkdir()
-        for p in plans:
-            image = render_scene(p.scene, np.random.default_rng([cfg.seed, p.image_id - 1, 1]))
-            # Grainy backgrounds barely compress at any level: the fastest one costs few bytes.
-            image.save(tmp / "images" / NAME / p.file_name, format="PNG", compress_level=1)
-        refs, coco = _tables(plans)
-        summary = _summary(root, refs, coco)
-        with (tmp / NAME / "refs(unc).p").open("wb") as f:
-            pickle.dump(refs, f, protocol=2)
-        (tmp / NAME / "instances.json").write_text(
-            json.dumps(coco, sort_keys=True, separators=(",", ":"))
-        )
+        refs, coco = _write_dataset(tmp, NAME, plan_dataset(cfg), cfg, (0, 0, 0))
+        objects = plan_objects(cfg)
+        first = (OBJECT_ANN_IDS, OBJECT_ANN_IDS, OBJECT_ANN_IDS)
+        _write_dataset(tmp, OBJECTS, objects, cfg, first)
+        summary = _summary(root, refs, coco, len(objects))
         (tmp / NAME / "README.txt").write_text(_readme(cfg, summary))
         (tmp / NAME / "config.json").write_text(
             json.dumps(_marker(cfg, summary), sort_keys=True, indent=1) + "\n"
@@ -279,22 +286,27 @@ def generate_synthetic(root: Path, cfg: SyntheticConfig) -> SyntheticSummary:
         trash = tmp / "old"
         trash.mkdir()
         if ann_dir.exists():
-            log.warning(
-                "replacing the synthetic dataset in %s (other config, or incomplete)", ann_dir
-            )
+            log.warning("replacing the synthetic dataset in %s (other config, or incomplete)", root)
             ann_dir.rename(trash / "ann")
-        if img_dir.exists():
-            img_dir.rename(trash / "images")
-        img_dir.parent.mkdir(parents=True, exist_ok=True)
-        (tmp / "images" / NAME).rename(img_dir)
-        (tmp / NAME).rename(ann_dir)
+        for k, name in enumerate((OBJECTS,)):
+            if (root / name).exists():
+                (root / name).rename(trash / f"ann-{k}")
+        for k, name in enumerate((NAME, OBJECTS)):
+            if (root / "images" / name).exists():
+                (root / "images" / name).rename(trash / f"images-{k}")
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        for name in (OBJECTS, NAME):
+            (tmp / "images" / name).rename(root / "images" / name)
+        (tmp / OBJECTS).rename(root / OBJECTS)
+        (tmp / NAME).rename(ann_dir)  # the marker: last
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info(
-        "wrote %d images, %d refs, %d sentences to %s",
+        "wrote %d scenes (%d refs, %d sentences) and %d object-centric images to %s",
         summary.n_images,
         summary.n_refs,
         summary.n_sentences,
+        summary.n_object_images,
         root,
     )
     return summary
@@ -303,11 +315,15 @@ def generate_synthetic(root: Path, cfg: SyntheticConfig) -> SyntheticSummary:
 def _readme(cfg: SyntheticConfig, summary: SyntheticSummary) -> str:
     params = ", ".join(f"{k}={v}" for k, v in asdict(cfg).items())
     return (
-        "Synthetic referring-segmentation dataset made by ppt-labels (pipeline/synthetic.py, "
-        f"generator version {GENERATOR_VERSION}) with {params}. {summary.n_images} images of "
-        f"non-overlapping coloured shapes ({', '.join(SHAPES)}) on textured backgrounds; "
-        f"{summary.n_annotations} COCO polygon annotations (the exact polygons drawn), "
-        f"{summary.n_refs} refs with {summary.n_sentences} sentences. Every sentence names the "
-        "referent's class and is checked to be satisfied by exactly one object of its image. The "
-        "same config and seed give byte-identical files.\n"
+        "Synthetic referring-segmentation world made by ppt-labels "
+        f"(pipeline/data/synthetic, generator version {GENERATOR_VERSION}) with {params}. "
+        f"{summary.n_images} scenes of coloured shapes ({', '.join(SHAPES)}), some with an inner "
+        "part of another colour, some covering part of another, on textured backgrounds; "
+        f"{summary.n_annotations} COCO annotations of what each shape shows (its polygon, or the "
+        f"RLE of its visible area), {summary.n_refs} refs with {summary.n_sentences} sentences, "
+        "and phrases_<split>.json: every noun phrase's span and the annotations it denotes. "
+        "Every sentence names the referent's class and is checked to be satisfied by exactly one "
+        f"object of its image. ../{OBJECTS}/ holds {summary.n_object_images} object-centric images "
+        '(one large shape, "the {class} in the middle"). The same config and seed give '
+        "byte-identical files.\n"
     )

@@ -1,0 +1,85 @@
+"""bench/ablation.py end to end on a tiny world: rows 1 and 5, one seed; cached rows resume.
+
+What this asserts is the table's machinery (a world built from its seed, a baseline row and a
+trained row scored on the held-out split, the outputs, the cache and its recipe check). It does
+not assert that row 5 beats row 1: on the full world it does by 3 mIoU, not the 15 the issue
+asks for (README, "The evaluation world"), and a tiny world cannot show more.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import REPO
+
+
+def _schedule(path: Path, semantic_epochs: int = 1) -> None:
+    """A tiny model and one epoch per phase, merged over every row's config."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "clip": {"input_size": 112},
+                "model": {"hidden_dim": 32, "ffn_dim": 64, "stage_indices": [1, 3]},
+                "curriculum": {
+                    "semantic_epochs": semantic_epochs,
+                    "ris_epochs_before_select": 1,
+                    "ris_epochs": 1,
+                    "refinement_rounds": 1,
+                    "refinement_epochs": 1,
+                },
+            }
+        )
+    )
+
+
+def _params(path: Path) -> None:
+    """configs/world-params.yaml, tiny: 10 scenes, 6 object-centric images, 8 composites."""
+    params = yaml.safe_load((REPO / "configs" / "world-params.yaml").read_text())
+    params["synthetic"].update(n_images=10, n_object_images=6)
+    params["augment"].update(n_mosaic=4, n_fusion=4)
+    path.write_text(yaml.safe_dump(params))
+
+
+def _ablation(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "bench" / "ablation.py"), "--rows", "1,5", "--seeds", "1",
+           "--world-seed", "3", "--params", str(out.parent / "params.yaml"), "--out", str(out),
+           "--schedule", str(out.parent / "schedule.yaml"), *extra]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+def test_rows_1_and_5_on_a_tiny_world_and_resume(tmp_path: Path) -> None:
+    _schedule(tmp_path / "schedule.yaml")
+    _params(tmp_path / "params.yaml")
+    out = tmp_path / "abl"
+    first = _ablation(out)
+    assert first.returncode == 0, first.stdout + first.stderr
+    table = json.loads((out / "ablation.json").read_text())
+    assert set(table) == {"1", "5"}
+    for row in table.values():
+        assert row["n"]["mean"] > 0 and 0.0 <= row["mIoU"]["mean"] <= 100.0
+        assert len(row["mIoU"]["per_seed"]) == 1
+    assert table["5"]["seeds"]["0"]["select"], "row 5 runs Select on the scenes' H_ref"
+    assert (out / "ablation.png").stat().st_size > 0
+    assert "| 5 | 4 + domain refinement (full) |" in (out / "ablation.md").read_text()
+    # phrase truth beside the refer files; simulated relevance stamped in the store
+    assert sorted(p.name for p in (out / "data" / "synthetic").glob("phrases_*.json")) == [
+        "phrases_test.json", "phrases_train.json", "phrases_val.json"]  # fmt: skip
+    record = json.loads((out / "labels" / "synthetic" / "attention" / "_stage.json").read_text())
+    assert record["config"]["source"] == "simulated"
+
+    cached = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
+    assert set(cached) == {"row01-seed0.json", "row05-seed0.json"}
+    again = _ablation(out)  # every (row, seed) cached: nothing runs, same table
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")} == cached
+    assert json.loads((out / "ablation.json").read_text()) == table
+    _schedule(tmp_path / "schedule.yaml", semantic_epochs=2)  # row 5's cache no longer counts
+    report = _ablation(out, "--report")
+    assert report.returncode == 0, report.stderr
+    assert "row 5 seed 0: cached for another config; left out" in report.stderr
+    assert set(json.loads((out / "ablation.json").read_text())) == {"1"}
