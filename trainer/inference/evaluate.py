@@ -27,6 +27,7 @@ from pipeline.models.runtime import resolve_device
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
 from pipeline.store.reader import LabelStore
+from trainer.config import config_from_dict
 from trainer.inference.baselines import score_masks
 from trainer.inference.predict import load_for_inference, predict_store
 from trainer.loop.checkpoint import load_checkpoint
@@ -82,19 +83,30 @@ def eval_checkpoint(
 ) -> dict[str, float]:
     """DESIGN §7 metrics of a trained checkpoint's most confident masks on `dataset`/`split`.
 
-    The split's store is encoded with the checkpoint's SAM variant (and `options`' weights).
+    The split's store is encoded with the checkpoint's SAM variant (and `options`' weights); for
+    a model that reads the expression's relevance map (`relevance_input`) its attention stage runs
+    too, with `options.relevance` (required: the source the model was trained with).
     """
     options = options or ModelOptions()
     state = load_checkpoint(checkpoint)
     device = str(resolve_device(options.device))
-    # SAM embeddings only: the CLIP features come from the training cache, not the store.
+    reads_relevance = bool(config_from_dict(state["config"]).model.relevance_input)
+    if reads_relevance and not options.relevance:
+        raise ConfigError(
+            f"{checkpoint}: this model reads each expression's relevance map: pass --relevance, "
+            "the source its training stores were built with (simulated in the synthetic world)"
+        )
+    # SAM embeddings (and, for a model that reads it, each expression's relevance): the CLIP
+    # features come from the training cache, not the store.
     models = ModelOptions(
         sam=state["models"]["sam"]["variant"],
         sam_checkpoint=options.sam_checkpoint,
+        relevance=options.relevance if reads_relevance else None,
         device=options.device,
         allow_random_weights=options.allow_random_weights,
     )
-    store = build_split_store(dataset, split, data_root, labels_dir, params, models)
+    stages = (*STORE_STAGES, "attention") if reads_relevance else STORE_STAGES
+    store = build_split_store(dataset, split, data_root, labels_dir, params, models, stages)
     model, clip, sam, cfg = load_for_inference(checkpoint, options, device)
     predictions = predict_store(
         model, clip, sam, cfg, store, data_root, Path(labels_dir) / "feature_cache", device
