@@ -77,6 +77,16 @@ class ObjectTruth:
         return (self.colour,) if self.part_colour is None else (self.colour, self.part_colour)
 
 
+def denotation_mask(
+    objects: dict[int, ObjectTruth], ann_ids: Any, shape: tuple[int, int]
+) -> np.ndarray:
+    """(H, W) bool union of the masks of `ann_ids` (a phrase's denotation; empty: all False)."""
+    union = np.zeros(shape, dtype=bool)
+    for ann_id in ann_ids or ():
+        union |= objects[ann_id].mask
+    return union
+
+
 @dataclass(frozen=True)
 class PhraseTruth:
     """A noun phrase of a sentence and the objects it denotes (phrase ground truth)."""

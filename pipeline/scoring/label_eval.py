@@ -30,6 +30,7 @@ from rich.progress import track
 
 from pipeline.core.errors import StoreError
 from pipeline.core.rle import decode_rle, encode_rle, to_rle
+from pipeline.data.dataset import denotation_mask
 from pipeline.data.registry import open_dataset
 from pipeline.scoring.metrics import RisMeter, iou_from_counts, rle_intersection_union
 from pipeline.store.reader import LabelStore
@@ -123,9 +124,7 @@ def phrase_rows(
         for cand in candidates.get(sample["sample_id"], []):
             pred = decode_rle(cand["mask_rle"], h, w) if cand.get("mask_rle") else None
             if cand.get("denotes"):
-                union = np.zeros((h, w), dtype=bool)
-                for ann_id in cand["denotes"]:
-                    union |= objects[ann_id].mask
+                union = denotation_mask(objects, cand["denotes"], (h, w))
                 denotation.add(pred if pred is not None else np.zeros_like(union), union)
             gt = truths.get(sample["sample_id"])
             if pred is not None and gt is not None:

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from pipeline.core import config as config_io
 from pipeline.core.errors import ConfigError, DatasetError
+from pipeline.data.dataset import denotation_mask
 from pipeline.data.records import Reject, SourceRecord
 from pipeline.data.registry import cached_dataset
 from pipeline.labelling import relevance
@@ -154,7 +155,7 @@ def _centre_maps(
     return [(cand, prior) for cand in phrases], []
 
 
-def _truth(task: ShardTask, samples: dict[str, dict[str, Any]]) -> Any:
+def _truth(task: ShardTask) -> Any:
     """The dataset adapter, refusing one without phrase ground truth."""
     dataset = cached_dataset(task.context.dataset, str(task.context.data_root))
     if getattr(dataset, "truth", None) is None:
@@ -169,15 +170,13 @@ def _phrase_maps(
     task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
 ) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
     """gt-phrase: each candidate's own denotation pooled to the grid (zeros: denotes nothing)."""
-    dataset = _truth(task, samples)
+    dataset = _truth(task)
     out = []
     for sample_id, cands in _by_sample(phrases):
         objects = {o.ann_id: o for o in dataset.objects(samples[sample_id]["image_id"])}
         shape = samples[sample_id]["height"], samples[sample_id]["width"]
         for cand in cands:
-            union = np.zeros(shape, dtype=bool)
-            for ann_id in cand.get("denotes") or []:
-                union |= objects[ann_id].mask
+            union = denotation_mask(objects, cand.get("denotes"), shape)
             out.append((cand, mask_to_grid(union, cfg.grid).astype(np.float32)))
     return out, []
 
@@ -191,7 +190,7 @@ def _simulated_maps(
     task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
 ) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
     """simulated: a CLIP-like map per candidate from its denotation (labelling.simulated)."""
-    dataset = _truth(task, samples)
+    dataset = _truth(task)
     out = []
     for sample_id, cands in _by_sample(phrases):
         sample = samples[sample_id]

@@ -253,7 +253,9 @@ class ClipCache:
         self.stages = _maybe_load(group["stages"], max_memory_bytes)
         self.words = _maybe_load(group["words"], max_memory_bytes)
         self.word_len = group["word_len"][...]
-        self.sam_tokens = group["sam_tokens"][...] if "sam_tokens" in group else None
+        self.sam_tokens = (
+            _maybe_load(group["sam_tokens"], max_memory_bytes) if "sam_tokens" in group else None
+        )
         self.relevance = (
             _maybe_load(group["relevance"], max_memory_bytes) if "relevance" in group else None
         )

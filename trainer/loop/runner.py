@@ -44,19 +44,10 @@ from trainer.loop.checkpoint import LAST, check_stores, load_checkpoint, restore
 from trainer.loop.curriculum import RunState, curriculum_phases, is_main_process, run_curriculum
 from trainer.loop.engine import Key, evaluate, reference_masks
 from trainer.loop.outputs import select_reports, write_curves
-from trainer.loss.criterion import LossConfig, SetCriterion, build_criterion
+from trainer.loss.criterion import build_criterion
 from trainer.network.prompt_model import PointPromptModel, build_model
 
 log = logging.getLogger(__name__)
-
-
-def build_training_criterion(cfg: LossConfig) -> SetCriterion:
-    """`build_criterion`: the loss groups whose weights are not all 0.
-
-    Without mask terms neither loss nor matching reads masks and training skips SAM's decoder
-    (the CPU configs' choice; evaluation always decodes the chosen query's prompts).
-    """
-    return build_criterion(cfg)
 
 
 def build_optimizer(model: PointPromptModel, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -166,7 +157,7 @@ def train(
     data = prepare_data(stores, data_roots, clip, sam, cfg, cache_dir or out_dir / "feature_cache")
     model = build_model(cfg.model, clip, sam).to(device)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    criterion = build_training_criterion(cfg.loss)
+    criterion = build_criterion(cfg.loss)
     phases = curriculum_phases(cfg.curriculum)
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, sum(p.epochs for p in phases))

@@ -191,7 +191,10 @@ def build_matcher(cfg: LossConfig) -> HungarianMatcher:
 
 
 def build_criterion(cfg: LossConfig) -> SetCriterion:
-    """SetCriterion with the matcher and weight dict of `cfg`."""
+    """SetCriterion with the matcher and weight dict of `cfg`, over the loss groups whose weights
+    are not all 0: without mask terms neither loss nor matching reads masks and training skips
+    SAM's decoder (the CPU configs' choice; evaluation always decodes the chosen query's prompts).
+    """
     weight_dict = {
         "loss_mask_dice": cfg.mask_dice,
         "loss_mask_bce": cfg.mask_bce,
