@@ -103,7 +103,8 @@ def select_report(
         "kept": len(kept),
         "kept_share": len(kept) / len(rows) if rows else None,
     }
-    known = [r for r in rows if any(k[:2] == (store, r["sample_id"]) for k in roles)]
+    with_truth = {(i, sid) for i, sid, _ in roles}  # once: a scan per row is quadratic at scale
+    known = [r for r in rows if (store, r["sample_id"]) in with_truth]
     if not known:
         return report
 
