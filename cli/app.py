@@ -27,13 +27,27 @@ app.add_typer(labels_app, name="labels")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-# Third-party loggers that speak at INFO about their own business (Dask's cluster chatter):
-# quiet unless --verbose.
-NOISY_LOGGERS = ("distributed", "asyncio", "PIL", "matplotlib", "urllib3")
+# Loggers of this project; every other logger (open_clip logs "Parsing model identifier" on the
+# root logger, Dask's cluster chatter, PIL...) speaks only at WARNING and above unless --verbose.
+OWN_LOGGERS = ("pipeline", "trainer", "cli", "__main__")
+_verbose = False
+
+
+class _QuietThirdParty(logging.Filter):
+    """Pass project records, and third-party records at WARNING or above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = record.name.split(".", 1)[0] in OWN_LOGGERS
+        return own or record.levelno >= logging.WARNING
 
 
 def setup_logging(verbose: bool) -> None:
-    """Rich on a terminal; plain unwrapped lines when logs go to a file or a pipe (DVC, CI)."""
+    """Rich on a terminal; plain unwrapped lines when logs go to a file or a pipe (DVC, CI).
+
+    Third-party loggers are quiet below WARNING unless `verbose`; `verbose` also makes user errors
+    print their traceback."""
+    global _verbose
+    _verbose = verbose
     if err_console.is_terminal:
         handler: logging.Handler = RichHandler(console=err_console, show_path=False)
         fmt = "%(message)s"
@@ -43,8 +57,8 @@ def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format=fmt, handlers=[handler], force=True
     )
-    for noisy in NOISY_LOGGERS:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        handler.addFilter(_QuietThirdParty())
 
 
 @app.callback()
@@ -56,13 +70,15 @@ def main(
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Report `PptError`s as one red line and exit 2, instead of a traceback."""
+    """Report `PptError`s as one red line and exit 2 (under --verbose, the traceback first)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except PptError as exc:
+            if _verbose:
+                err_console.print_exception()
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 

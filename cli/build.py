@@ -18,6 +18,7 @@ from cli.options import (
     MaxImagesOpt,
     ParamsOpt,
     SplitsOpt,
+    WaitOpt,
     data_root_for,
     read_params,
     with_model_options,
@@ -37,10 +38,12 @@ def build(
     dask: DaskOpt = None,
     force: ForceOpt = False,
     max_images: MaxImagesOpt = None,
+    wait: WaitOpt = False,
     *,
     models: ModelOptions,
 ) -> None:
-    """Run every stage available for DATASET into a label store (resumes; no-op when done)."""
+    """Run every stage available for DATASET into a label store (resumes, repairs damaged
+    shards; no-op when done)."""
     from pipeline.stages.build import build as run_build
     from pipeline.stages.executor import open_executor
 
@@ -56,6 +59,7 @@ def build(
             force=force,
             models=models,
             max_images=max_images,
+            wait=wait,
         )
     stats = manifest["stats"]
     console.print(
@@ -75,6 +79,7 @@ def stage(
     dask: DaskOpt = None,
     force: ForceOpt = False,
     max_images: MaxImagesOpt = None,
+    wait: WaitOpt = False,
     *,
     models: ModelOptions,
 ) -> None:
@@ -95,6 +100,7 @@ def stage(
             force=force,
             models=models,
             max_images=max_images,
+            wait=wait,
         )
     if name == FINALIZE:
         console.print(f"[green]finalised[/] {store}/manifest.json")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.app import console, err_console, user_errors
-from cli.options import with_model_options
+from cli.options import DaskOpt, WaitOpt, data_root_for, with_model_options
 from pipeline.models.options import ModelOptions
 
 LabelsOpt = Annotated[Path, typer.Option("--labels", "-l", help="Label store dir.")]
@@ -51,7 +51,9 @@ def show(
         render_each,
     )
     from pipeline.store.reader import LabelStore
+    from pipeline.store.validate import verify_store
 
+    verify_store(labels)
     store = LabelStore(labels)
     chosen = choose_samples(store, n, sample_id, split, subset, seed)
     predictions = None
@@ -147,17 +149,53 @@ def eval_labels(
         metrics_out.write_text(json.dumps(jsonable(metrics), indent=2, sort_keys=True) + "\n")
 
 
-def validate(store: Annotated[Path, typer.Argument(help="Label store dir.")]) -> None:
-    """Check a store: manifest and schema version, every shard present with its sha256 and rows."""
+def validate(
+    store: Annotated[Path, typer.Argument(help="Label store dir.")],
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="Recompute what is damaged or missing, with the store's own configs."
+        ),
+    ] = False,
+    data_root: Annotated[
+        Path | None,
+        typer.Option("--data-root", help="The dataset's root (with --repair; default: synthetic)."),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="With --repair, when the store's manifest is unreadable."),
+    ] = None,
+    dask: DaskOpt = None,
+    wait: WaitOpt = False,
+) -> None:
+    """Check a store: manifest, schema version, stage records, every shard present with its
+    sha256 and rows, Select rounds; --repair then rebuilds only what is damaged."""
     from pipeline.store.validate import validate as validate_store
 
     problems = validate_store(store)
-    if problems:
+    for problem in problems:
+        err_console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
+    if problems and repair:
+        _repair(store, data_root, dataset, dask, wait)
+        problems = validate_store(store)
         for problem in problems:
-            err_console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]✗[/] still: {problem}", highlight=False, soft_wrap=True)
+    if problems:
         err_console.print(f"[bold red]{store}: {len(problems)} problem(s)[/]")
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {store} is valid")
+
+
+def _repair(
+    store: Path, data_root: Path | None, dataset: str | None, dask: str | None, wait: bool
+) -> None:
+    from pipeline.stages.build import recorded_params, repair
+    from pipeline.stages.executor import open_executor
+
+    name = recorded_params(store, dataset)[0]
+    with open_executor(dask) as executor:
+        repair(store, data_root_for(name, data_root), executor, dataset=name, wait=wait)
+    console.print(f"[green]repaired[/] {store}")
 
 
 def register(app: typer.Typer, labels_app: typer.Typer) -> None:

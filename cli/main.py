@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sys
 
-from cli import build, evaluate, labels, train
+from cli import build, evaluate, exchange, labels, train
 from cli.app import app, labels_app
 
 build.register(app)
 labels.register(app, labels_app)
+exchange.register(labels_app)
 train.register(app)
 evaluate.register(app)
 

@@ -47,6 +47,10 @@ MaxImagesOpt = Annotated[
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option(help="Recompute every shard.")]
+WaitOpt = Annotated[
+    bool,
+    typer.Option("--wait", help="If another process is writing the store, wait for it to finish."),
+]
 
 # name → (annotated type, default) of every model flag; ModelOptions has a field per name.
 MODEL_FLAGS: dict[str, tuple[Any, Any]] = {

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config import from_section, read_yaml_mapping, to_dict
+from pipeline.core.config import from_section, key_names, read_yaml_mapping, to_dict
 from pipeline.core.errors import ConfigError
 from trainer.data.feature_cache import CacheSpec
 from trainer.loss.criterion import LossConfig
@@ -137,10 +137,10 @@ SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fiel
 
 def config_from_dict(data: dict[str, Any], where: str = "config") -> TrainConfig:
     """A `TrainConfig` from a {section: {key: value}} dict; unknown sections or keys are errors."""
-    unknown = sorted(set(data) - set(SECTIONS))
+    unknown = set(data) - set(SECTIONS)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}"
+            f"{where}: unknown section(s) {key_names(unknown)}; known: {', '.join(SECTIONS)}"
         )
     parts = {
         name: from_section(cls, data.get(name) or {}, f"{where}: {name}")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
@@ -30,30 +33,60 @@ def load_params(path: Path | None) -> dict[str, Any]:
         path = DEFAULT_PARAMS
     if not path.exists():
         raise ConfigError(f"--params {path}: no such file")
-    return read_yaml_mapping(path, "stage sections")
+    params = read_yaml_mapping(path, "stage sections")
+    for name, section in params.items():
+        if section is not None and not isinstance(section, Mapping):
+            raise ConfigError(
+                f"{path} [{key_names([name])}]: expected a mapping of keys, got "
+                f"{type(section).__name__} "
+                f"{section!r:.40}"
+            )
+    return params
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file whose top level is a mapping of `what` (empty file → {})."""
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})"
+        ) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of {what} at the top level")
     return data
 
 
+def key_names(keys: Any) -> str:
+    """Keys of a user's YAML for a one-line message: sorted, odd ones (newlines, numbers) quoted."""
+    shown = (
+        k if isinstance(k, str) and k.isprintable() and k.strip() == k else repr(k) for k in keys
+    )
+    return ", ".join(sorted(shown))
+
+
 def from_section(cls: type[C], section: dict[str, Any] | None, where: str) -> C:
-    """Build config dataclass `cls` from a params section, refusing unknown keys by name."""
+    """Build config dataclass `cls` from a params section, refusing unknown keys and values of the
+    wrong type by name (a YAML value must be what the field's annotation says)."""
+    if section is not None and not isinstance(section, Mapping):
+        raise ConfigError(
+            f"params.yaml [{where}]: expected a mapping of keys, got {type(section).__name__}"
+        )
     section = dict(section or {})
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(section) - names)
+    unknown = set(section) - names
     if unknown:
         raise ConfigError(
-            f"params.yaml [{where}]: unknown key(s) {', '.join(unknown)}; "
+            f"params.yaml [{where}]: unknown key(s) {key_names(unknown)}; "
             f"known keys: {', '.join(sorted(names))}"
         )
+    hints = _field_hints(cls)
+    for name, value in section.items():
+        hint = hints.get(name)
+        if hint is not None and not _conforms(value, hint):
+            raise ConfigError(f"params.yaml [{where}] {name}: {value!r} is not {_describe(hint)}")
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name in section and isinstance(section[f.name], list):
             section[f.name] = tuple(section[f.name])  # frozen configs hold tuples, not lists
@@ -61,6 +94,50 @@ def from_section(cls: type[C], section: dict[str, Any] | None, where: str) -> C:
         return cls(**section)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"params.yaml [{where}]: {exc}") from None
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation this module cannot resolve: left unchecked
+        return {}
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field annotation (int for float is fine; bool is not an int)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple or origin is list:
+        if not isinstance(value, list | tuple):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(_conforms, value, args))
+        return not args or all(_conforms(v, args[0]) for v in value)
+    if origin is dict or hint is dict or dataclasses.is_dataclass(hint):
+        return isinstance(value, Mapping)
+    return True  # other annotations are not checked here
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if hint in names:
+        return names[hint]
+    return f"of type {getattr(hint, '__name__', None) or str(hint).replace('typing.', '')}"
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -215,16 +215,25 @@ class ReferDataset:
         return GroundTruth(mask=mask, bbox=bbox)  # type: ignore[arg-type]
 
 
+def _compressed(segmentation: Any) -> bool:
+    return isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes)
+
+
+def _bytes_counts(rle: dict[str, Any]) -> dict[str, Any]:
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+
+
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
     """A COCO segmentation (polygons, uncompressed or compressed RLE) as an (H, W) bool mask."""
     if not segmentation:
         return np.zeros((height, width), dtype=bool)
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str | bytes):
-        counts = segmentation["counts"]
-        rle = {
-            "size": segmentation["size"],
-            "counts": counts.encode() if isinstance(counts, str) else counts,
-        }
+    if _compressed(segmentation):
+        rle = _bytes_counts(segmentation)
+    elif isinstance(segmentation, list) and all(map(_compressed, segmentation)):
+        # A list of compressed RLEs: how exported pseudo-labels keep exact masks in the refer
+        # layout (pipeline/export/refer_files.py); the refer toolkit's getMask decodes it too.
+        rle = mask_utils.merge([_bytes_counts(s) for s in segmentation])
     else:
         # Polygons (a list of [x0, y0, x1, y1, ...]) or uncompressed RLE (counts as a list of ints).
         rles = mask_utils.frPyObjects(segmentation, height, width)

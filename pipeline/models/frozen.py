@@ -27,7 +27,7 @@ from torch import nn
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.hashing import sha256_file
-from pipeline.models.weights import RANDOM_INIT
+from pipeline.models.weights import RANDOM_INIT, load_error, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,10 @@ def build_clip(
             model = open_clip.create_model(name, pretrained=source, **kwargs)
     except Exception as exc:
         if checkpoint is not None:
-            raise ConfigError(
-                f"--clip-checkpoint {checkpoint}: cannot load into {name} ({_short(exc)})"
-            ) from exc
+            if load_error(exc) is None:  # a damaged file, or a sound one of other weights?
+                load_tensors(checkpoint, "--clip-checkpoint")  # raises the damaged file's line
+            reason = load_error(exc) or f"cannot load into {name} ({_short(exc)})"
+            raise ConfigError(f"--clip-checkpoint {checkpoint}: {reason}") from exc
         raise ConfigError(
             f"CLIP {name} weights {pretrained!r} could not be downloaded ({exc}); offline, pass "
             "--clip-checkpoint PATH, or --allow-random-weights for tests and demos"
@@ -246,8 +247,8 @@ def build_sam(
         model = SAM_REGISTRY[variant]()
     if checkpoint is not None:
         checkpoint = Path(checkpoint)
+        state = load_tensors(checkpoint, "--sam-checkpoint")
         try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except Exception as exc:
             raise ConfigError(

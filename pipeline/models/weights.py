@@ -13,8 +13,12 @@ the working directory, then from the repository root (where params.yaml lives), 
 from __future__ import annotations
 
 import functools
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
+
+import torch
 
 from pipeline.core.config import REPO_ROOT
 from pipeline.core.errors import ConfigError, StoreError
@@ -71,3 +75,33 @@ def check_weights(expected: dict[str, Any], model: Identified, what: str) -> Non
             f"{what} weights {model.weights_id[:12]} differ from the ones the encode stage used "
             f"({str(expected.get('weights'))[:12]}): re-run `ppt-labels stage encode`"
         )
+
+
+def load_error(exc: BaseException) -> str | None:
+    """The one line for a torch file that weights_only refused; None for any other error.
+
+    torch's own message for a refused file ends in advice to pass weights_only=False: never pass it
+    on (for a file that travels between people, that is running its code)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return (
+            "not a torch tensor file, or one that holds objects a weights file never holds "
+            "(refused unread: loading it could run code)"
+        )
+    return None
+
+
+def load_tensors(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)`; any read failure is one ConfigError naming `what`.
+
+    weights_only admits tensors, primitives, lists and dicts only: no code runs from the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path}: no such file") from exc
+    except Exception as exc:  # torch.load fails in many ways on a file that is not what it says
+        reason = load_error(exc) or (
+            f"not a torch file, or a truncated or damaged one ({type(exc).__name__})"
+        )
+        raise ConfigError(f"{what} {path}: {reason}") from exc

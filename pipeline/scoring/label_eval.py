@@ -34,6 +34,7 @@ from pipeline.data.dataset import denotation_mask
 from pipeline.data.registry import open_dataset
 from pipeline.scoring.metrics import RisMeter, iou_from_counts, rle_intersection_union
 from pipeline.store.reader import LabelStore
+from pipeline.store.validate import verify_store
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def ground_truth_rles(
 
 def evaluate_labels(store_dir: Path, data_root: Path) -> dict[str, dict[str, float]]:
     """Metrics of the pseudo-labels in `store_dir`, keyed by row name (see module docstring)."""
+    verify_store(store_dir)
     store = LabelStore(store_dir)
     if "masks" not in store.tables:
         raise StoreError(f"{store_dir}: no masks table; build the masks stage first")

@@ -38,7 +38,8 @@ from pipeline.models.encoders import clip_for, encoder_config
 from pipeline.models.options import RELEVANCE_SOURCES
 from pipeline.models.runtime import reproducible_threads
 from pipeline.models.weights import check_weights
-from pipeline.stages.runner import ShardOutput, ShardTask, StageContext, StageSpec, upstream_config
+from pipeline.stages.runner import upstream_config
+from pipeline.stages.spec import ShardOutput, ShardTask, StageContext, StageSpec
 from pipeline.store import schemas, shards
 
 

@@ -36,7 +36,7 @@ from pipeline.data.imagenet import class_noun
 from pipeline.data.records import Reject
 from pipeline.labelling.composites.plan import CompositeConfig, plan_composites
 from pipeline.labelling.composites.render import SourceObject, render_composite
-from pipeline.stages.runner import ShardOutput, ShardTask, StageContext, StageSpec
+from pipeline.stages.spec import ShardOutput, ShardTask, StageContext, StageSpec
 from pipeline.store import schemas, shards
 from pipeline.store.stage_record import read_stage_record, stage_dir
 
@@ -79,12 +79,14 @@ def _names(cls: type) -> set[str]:
 
 def split_section(section: dict[str, Any]) -> tuple[AugmentConfig, CompositeConfig]:
     """The [augment] section as the stage's own config and the composite library's config."""
+    if section is not None and not isinstance(section, dict):
+        raise ConfigError(f"params.yaml [augment]: expected a mapping of keys, got {section!r:.40}")
     section = dict(section or {})
-    unknown = sorted(set(section) - _names(AugmentConfig) - _names(CompositeConfig))
+    unknown = set(section) - _names(AugmentConfig) - _names(CompositeConfig)
     if unknown:
         known = sorted(_names(AugmentConfig) | _names(CompositeConfig))
         raise ConfigError(
-            f"params.yaml [augment]: unknown key(s) {', '.join(unknown)}; "
+            f"params.yaml [augment]: unknown key(s) {config_io.key_names(unknown)}; "
             f"known keys: {', '.join(known)}"
         )
     own = {k: v for k, v in section.items() if k in _names(AugmentConfig)}

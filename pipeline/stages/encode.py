@@ -34,7 +34,7 @@ from pipeline.models.encoders import (
     vv_blocks,
 )
 from pipeline.models.runtime import reproducible_threads, resolve_device
-from pipeline.stages.runner import ShardOutput, ShardTask, StageContext, StageSpec
+from pipeline.stages.spec import ShardOutput, ShardTask, StageContext, StageSpec
 from pipeline.store import schemas, shards
 
 
@@ -121,4 +121,5 @@ SPEC = StageSpec(
     read_config=read_config,
     apply_options=apply_options,
     provenance=provenance,
+    derived_keys=("weights",),
 )

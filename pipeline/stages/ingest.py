@@ -28,7 +28,7 @@ from pipeline.core import hashing
 from pipeline.core.errors import ConfigError
 from pipeline.data.records import Reject, SourceRecord
 from pipeline.data.registry import open_dataset
-from pipeline.stages.runner import ShardOutput, ShardTask, StageContext, StageSpec
+from pipeline.stages.spec import ShardOutput, ShardTask, StageContext, StageSpec
 from pipeline.store import schemas
 
 

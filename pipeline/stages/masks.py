@@ -28,7 +28,8 @@ from pipeline.labelling.prompting import PROMPT_RULES, prompt_mask
 from pipeline.models.encoders import cached_predictor, encoder_config, sam_for
 from pipeline.models.runtime import reproducible_threads
 from pipeline.models.weights import check_weights
-from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec, upstream_config
+from pipeline.stages.runner import upstream_config
+from pipeline.stages.spec import ShardOutput, ShardTask, StageSpec
 from pipeline.store import schemas, shards
 
 DEFAULT_RULE = "box_points"  # bench/prompting_rules.py: best on gt-box and gt-mask maps alike

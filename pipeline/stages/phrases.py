@@ -23,7 +23,7 @@ from pipeline.core import config as config_io
 from pipeline.data.dataset import PhraseTruth
 from pipeline.data.registry import cached_dataset
 from pipeline.labelling.phrases import PhrasesConfig, extract_phrases
-from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
+from pipeline.stages.spec import ShardOutput, ShardTask, StageSpec
 from pipeline.store import schemas, shards
 
 # (text, start_char, end_char, head, fallback): one candidate phrase row after its ids.

@@ -17,7 +17,7 @@ import pyarrow as pa
 from pipeline.core import config as config_io
 from pipeline.core.rle import decode_rle
 from pipeline.labelling.points import candidate_rng, sample_points
-from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
+from pipeline.stages.spec import ShardOutput, ShardTask, StageSpec
 from pipeline.store import schemas, shards
 
 

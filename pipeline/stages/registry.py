@@ -15,7 +15,7 @@ from pipeline.stages import (
     split,
     transfer,
 )
-from pipeline.stages.runner import StageSpec
+from pipeline.stages.spec import StageSpec
 
 STAGES: dict[str, StageSpec] = {
     spec.name: spec

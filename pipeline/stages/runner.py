@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core import hashing
 from pipeline.core.errors import StoreError
 from pipeline.data.records import Reject
-from pipeline.models.options import ModelOptions
 from pipeline.stages.executor import Executor
+from pipeline.stages.spec import ShardTask, StageContext, StageSpec
 from pipeline.store import schemas, shards
 from pipeline.store.stage_record import (
     REJECTS_DIR,
@@ -35,51 +33,11 @@ from pipeline.store.stage_record import (
     read_stage_record,
     record_of_shard,
     stage_dir,
+    write_stage_record,
 )
+from pipeline.store.verify import HashCache, damaged_shards
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StageContext:
-    """What a stage may know about the build: where things are and its own params section."""
-
-    store: Path  # label store root (labels/<dataset>)
-    dataset: str  # dataset manifest name
-    data_root: Path  # --data-root of the dataset
-    params: dict[str, Any] = field(default_factory=dict)  # the whole params.yaml
-    models: ModelOptions = field(default_factory=ModelOptions)  # the command's model flags
-    max_images: int | None = None  # --max-images (ingest.max_images)
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """One unit of work: everything `run_shard` needs, picklable for Dask workers."""
-
-    stage: str
-    index: int
-    fingerprint: str
-    out_path: str  # absolute path of the shard to write
-    config: dict[str, Any]  # the stage's params section, validated
-    inputs: dict[str, str]  # upstream stage name → absolute path of its shard k
-    context: StageContext
-    run_shard: Callable[[ShardTask], ShardOutput]  # the stage's shard function
-    schema: pa.Schema  # the stage's table schema
-    payload: Any = None  # stage-specific planned input (ingest: the shard's records)
-
-
-@dataclass(frozen=True)
-class ShardOutput:
-    """What `run_shard` returns: the shard's table, its rejects, and any arrays for Zarr.
-
-    Arrays go to `<table>/part-NNNNN.zarr` (one Zarr group per shard, written to a temporary
-    directory and renamed); row i of an array belongs to the row the table's `array_row` names.
-    """
-
-    table: pa.Table
-    rejects: list[Reject] = field(default_factory=list)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-    attrs: dict[str, Any] = field(default_factory=dict)  # JSON-able Zarr group attributes
 
 
 @dataclass(frozen=True)
@@ -95,31 +53,6 @@ class ShardResult:
     arrays_sha256: str | None = None  # of the shard's Zarr group, where the stage writes arrays
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """A stage as data. `plan` exists only for source stages (no upstream)."""
-
-    name: str  # stage name: CLI subcommand argument and params.yaml section
-    inputs: tuple[str, ...]  # upstream stage names
-    schema: pa.Schema
-    run_shard: Callable[[ShardTask], ShardOutput]
-    plan: Callable[[StageContext, dict[str, Any]], list[tuple[Any, str]]] | None = None
-    read_config: Callable[[dict[str, Any]], dict[str, Any]] = lambda section: dict(section)
-    # Command-line settings (`StageContext.models`, `max_images`) that override params keys:
-    # (section, context) → section. Applied before `read_config`, so the effective values are
-    # validated, hashed into the stage's fingerprint and recorded in `_stage.json` like any
-    # params value.
-    apply_options: Callable[[dict[str, Any], StageContext], dict[str, Any]] | None = None
-    # Provenance recorded in `_stage.json` and the store manifest (input hashes, model ids).
-    provenance: Callable[[StageContext, dict[str, Any]], dict[str, Any]] | None = None
-    version: int = 1  # bump when the stage's output for the same inputs changes
-
-    @property
-    def table(self) -> str:
-        """The output directory in the store (the DVC output of this stage)."""
-        return schemas.STAGE_TABLES[self.name]
-
-
 def rejects_table(rejects: list[Reject]) -> pa.Table:
     """The rejects of one shard as an Arrow table."""
     columns = {name: [getattr(r, name) for r in rejects] for name in schemas.REJECTS.names}
@@ -132,15 +65,9 @@ def execute_shard(task: ShardTask) -> ShardResult:
     rejects_path = out.parent / REJECTS_DIR / out.name
     arrays_path = out.with_suffix(".zarr")
     if shards.read_fingerprint(out) == task.fingerprint and rejects_path.exists():
-        return ShardResult(
-            name=out.name,
-            rows=pq.read_metadata(out).num_rows,
-            sha256=hashing.sha256_file(out),
-            rejects=pq.read_metadata(rejects_path).num_rows,
-            rejects_sha256=hashing.sha256_file(rejects_path),
-            skipped=True,
-            arrays_sha256=hashing.sha256_tree(arrays_path) if arrays_path.exists() else None,
-        )
+        done = _finished_shard(out, rejects_path, arrays_path, task.expected)
+        if done is not None:
+            return done
     result = task.run_shard(task)
     # Rejects and arrays first, the data shard last: its fingerprint is the completion marker.
     rejects_sha = shards.write_parquet(
@@ -161,6 +88,33 @@ def execute_shard(task: ShardTask) -> ShardResult:
     )
 
 
+def _finished_shard(
+    out: Path, rejects_path: Path, arrays_path: Path, expected: dict[str, Any] | None
+) -> ShardResult | None:
+    """The result of a shard already on disk, or None when its files differ from `expected`
+    (damaged after it was written) or cannot be read."""
+    try:
+        done = ShardResult(
+            name=out.name,
+            rows=pq.read_metadata(out).num_rows,
+            sha256=hashing.sha256_file(out),
+            rejects=pq.read_metadata(rejects_path).num_rows,
+            rejects_sha256=hashing.sha256_file(rejects_path),
+            skipped=True,
+            arrays_sha256=hashing.sha256_tree(arrays_path) if arrays_path.exists() else None,
+        )
+    except (OSError, pa.ArrowInvalid):
+        return None
+    if expected is not None and (
+        done.sha256 != expected["sha256"]
+        or done.rejects_sha256 != expected["rejects_sha256"]
+        or done.arrays_sha256 != expected.get("arrays_sha256")
+    ):
+        log.warning("%s: its files differ from the stage record; recomputing it", out.name)
+        return None
+    return done
+
+
 def upstream_config(task: ShardTask, stage: str) -> dict[str, Any]:
     """The config upstream stage `stage` ran with (its record), for one of `task`'s inputs."""
     return record_of_shard(task.inputs[stage])["config"]
@@ -179,13 +133,29 @@ def _upstream(store: Path, spec: StageSpec) -> list[dict[str, Any]]:
     return manifests
 
 
+def _previous_record(store: Path, stage: str) -> dict[str, Any] | None:
+    """The stage's last record; an unreadable one counts as absent (its shards are then
+    checked by their footers and the record is written again)."""
+    try:
+        return read_stage_record(store, stage)
+    except StoreError as exc:
+        log.warning("%s; rebuilding the record", exc)
+        return None
+
+
 def run_stage(
-    spec: StageSpec, ctx: StageContext, executor: Executor, force: bool = False
+    spec: StageSpec,
+    ctx: StageContext,
+    executor: Executor,
+    force: bool = False,
+    expect_config_hash: str | None = None,
 ) -> dict[str, Any]:
     """Bring stage `spec` up to date in `ctx.store`; returns its stage manifest.
 
-    A stage whose recorded fingerprint matches is a no-op; otherwise only shards whose footer
-    fingerprint differs are recomputed, and shards left over from an earlier plan are deleted.
+    A stage whose recorded fingerprint matches and whose shards still have their recorded
+    sha256 is a no-op; otherwise only shards whose footer fingerprint or bytes differ are
+    recomputed, and shards left over from an earlier plan are deleted. `expect_config_hash`
+    (repair): refuse to run when the effective config hashes otherwise.
     """
     start = time.perf_counter()
     section = dict(ctx.params.get(spec.name) or {})
@@ -193,6 +163,12 @@ def run_stage(
         section = spec.apply_options(section, ctx)
     config = spec.read_config(section)
     config_hash = hashing.fingerprint(spec.name, spec.version, schemas.SCHEMA_VERSION, config)
+    if expect_config_hash is not None and config_hash != expect_config_hash:
+        raise StoreError(
+            f"{ctx.store}: stage {spec.name!r} no longer reads its recorded config the same way "
+            "(other weights behind a recorded path, or another ppt-labels version), so it cannot "
+            "be repaired in place: rebuild it with `ppt-labels build`"
+        )
     upstream = _upstream(ctx.store, spec)
     out_dir = ctx.store / spec.table
 
@@ -210,11 +186,17 @@ def run_stage(
         payloads = [None] * n_shards
     stage_fp = hashing.fingerprint(config_hash, per_shard_inputs)
 
-    existing = read_stage_record(ctx.store, spec.name)
-    up_to_date = existing is not None and existing.get("fingerprint") == stage_fp
-    if up_to_date and not force and all((out_dir / s["name"]).exists() for s in existing["shards"]):
-        log.info("%s: up to date (%d shards)", spec.name, len(existing["shards"]))
-        return existing
+    existing = _previous_record(ctx.store, spec.name)
+    if existing is not None and existing.get("fingerprint") == stage_fp and not force:
+        cache = HashCache(ctx.store)
+        damaged = damaged_shards(out_dir, existing, cache)
+        cache.save()
+        if not damaged:
+            log.info("%s: up to date (%d shards, verified)", spec.name, len(existing["shards"]))
+            return existing
+        for problem in damaged.values():
+            log.warning("%s: %s; recomputing that shard", spec.name, problem)
+    previous = {s["name"]: s for s in existing["shards"]} if existing else {}
 
     # Any change makes the store incomplete until the manifest is written again.
     (ctx.store / "manifest.json").unlink(missing_ok=True)
@@ -240,6 +222,7 @@ def run_stage(
                 run_shard=spec.run_shard,
                 schema=spec.schema,
                 payload=payloads[k],
+                expected=None if force else previous.get(name),
             )
         )
     results = executor.map(execute_shard, tasks, spec.name)
@@ -271,7 +254,7 @@ def run_stage(
         "rejects": sum(r.rejects for r in results),
         "provenance": spec.provenance(ctx, config) if spec.provenance else {},
     }
-    shards.write_json(manifest, out_dir / STAGE_RECORD)
+    write_stage_record(out_dir, manifest)
     done = sum(not r.skipped for r in results)
     log.info(
         "%s: %d shards (%d computed, %d resumed), %d rows, %d rejects in %.2fs",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from pipeline.data.registry import cached_dataset
-from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
+from pipeline.stages.spec import ShardOutput, ShardTask, StageSpec
 from pipeline.store import schemas, shards
 
 OBJECT_CENTRIC = {

@@ -17,7 +17,7 @@ import pyarrow as pa
 from pipeline.core.errors import ConfigError
 from pipeline.data.dataset import GivenCandidate
 from pipeline.data.registry import cached_dataset
-from pipeline.stages.runner import ShardOutput, ShardTask, StageSpec
+from pipeline.stages.spec import ShardOutput, ShardTask, StageSpec
 from pipeline.store import schemas, shards
 
 

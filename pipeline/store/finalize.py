@@ -26,7 +26,26 @@ def code_version() -> str:
 
 
 def finalize(store: Path, dataset: str, stages: list[str]) -> dict[str, Any]:
-    """Write manifest.json for the completed `stages` of `store`: the store's completion mark."""
+    """Write manifest.json for the completed `stages` of `store`: the store's completion mark.
+
+    The manifest is derived from the stage records alone, so a damaged one is written again."""
+    manifest = expected_manifest(store, dataset, stages)
+    path = store / MANIFEST
+    if written_manifest(path) != manifest:
+        shards.write_json(manifest, path)  # last write of a build: the store is now complete
+    return manifest
+
+
+def written_manifest(path: Path) -> Any:
+    """The manifest on disk as JSON, or None when it is absent or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def expected_manifest(store: Path, dataset: str, stages: list[str]) -> dict[str, Any]:
+    """The manifest the completed `stages` of `store` call for (what `finalize` writes)."""
     stage_manifests = []
     for name in stages:
         manifest = read_stage_record(store, name)
@@ -75,7 +94,4 @@ def finalize(store: Path, dataset: str, stages: list[str]) -> dict[str, Any]:
         "shards": shard_list,
     }
     manifest["stats"] = LabelStore(store, manifest).stats()
-    path = store / MANIFEST
-    if not path.exists() or json.loads(path.read_text()) != manifest:
-        shards.write_json(manifest, path)  # last write of a build: the store is now complete
     return manifest

@@ -35,6 +35,16 @@ def _replace_atomically(tmp: Path, final: Path) -> None:
     tmp.replace(final)
 
 
+def remove_leftovers(directory: Path) -> None:
+    """Delete the temporaries (`.NAME.tmp-PID`) a killed writer left in `directory`: call it
+    where one writer owns the directory (under the store lock, in a run dir)."""
+    for leftover in Path(directory).glob(".*.tmp-*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def write_parquet(table: pa.Table, path: Path, schema: pa.Schema, fp: str) -> str:
     """Write `table` (cast to `schema`) to `path` atomically; returns the file's sha256.
 

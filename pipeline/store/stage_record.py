@@ -1,9 +1,11 @@
 """Stage records: `<table>/_stage.json`, the completion mark a finished stage writes last.
 
 A stage record lists every shard the stage wrote (rows, sha256, rejects, arrays), the stage's
-config and its fingerprint. Downstream stages read only records, never a directory listing, so
-a shard left over from another plan is never read. (The store's own completion mark is
-manifest.json, written by `pipeline.store.finalize.finalize`.)
+config and its fingerprint, and seals itself: `record_sha256` is the sha256 of the rest, so a
+record damaged on disk is never trusted (it reads as absent to the stage that wrote it, which
+writes it again, and as a one-line error to a stage that reads it). Downstream stages read only
+records, never a directory listing, so a shard left over from another plan is never read. (The
+store's own completion mark is manifest.json, written by `pipeline.store.finalize.finalize`.)
 """
 
 from __future__ import annotations
@@ -12,11 +14,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import hashing
 from pipeline.core.errors import StoreError
+from pipeline.store import shards
 from pipeline.store.schemas import STAGE_TABLES
 
 STAGE_RECORD = "_stage.json"
 REJECTS_DIR = "rejects"
+SEAL = "record_sha256"
+SHARD_KEYS = ("name", "rows", "sha256", "rejects", "rejects_sha256")
+
+
+def _seal_of(record: dict[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != SEAL}
+    return hashing.sha256_bytes(hashing.canonical_json(body).encode())
+
+
+def write_stage_record(table_dir: Path, record: dict[str, Any]) -> None:
+    """Write a stage's record, sealed, as the last file of the stage (atomically)."""
+    shards.write_json({**record, SEAL: _seal_of(record)}, Path(table_dir) / STAGE_RECORD)
 
 
 def stage_dir(store: Path, stage: str) -> Path:
@@ -36,9 +52,21 @@ def read_record_file(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
         raise StoreError(f"{path}: unreadable stage record ({exc}); re-run the stage") from None
+    if not isinstance(record, dict) or SEAL not in record:
+        raise StoreError(f"{path}: stage record of another format or version; re-run the stage")
+    if record[SEAL] != _seal_of(record):
+        raise StoreError(
+            f"{path}: damaged stage record (its seal does not match); re-run the stage"
+        )
+    entries = record.get("shards")
+    if not isinstance(entries, list) or not all(
+        isinstance(s, dict) and all(k in s for k in SHARD_KEYS) for s in entries
+    ):
+        raise StoreError(f"{path}: stage record of another format; re-run the stage")
+    return record
 
 
 def record_of_shard(shard: str | Path) -> dict[str, Any]:

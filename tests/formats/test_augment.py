@@ -29,7 +29,8 @@ from pipeline.labelling.composites.text import RELATIVE, ExpressionSpec
 from pipeline.scoring.label_eval import evaluate_labels
 from pipeline.stages.executor import InProcessExecutor
 from pipeline.stages.registry import STAGES
-from pipeline.stages.runner import StageContext, run_stage
+from pipeline.stages.runner import run_stage
+from pipeline.stages.spec import StageContext
 from pipeline.store import shards
 from pipeline.store.reader import LabelStore
 from pipeline.store.validate import validate

@@ -19,7 +19,8 @@ from pipeline.labelling.relevance import centre_map
 from pipeline.stages import ingest, masks
 from pipeline.stages.executor import InProcessExecutor
 from pipeline.stages.registry import STAGES, build_order
-from pipeline.stages.runner import StageContext, run_stage
+from pipeline.stages.runner import run_stage
+from pipeline.stages.spec import StageContext
 from pipeline.store.finalize import finalize
 from pipeline.store.reader import LabelStore
 from pipeline.store.validate import validate

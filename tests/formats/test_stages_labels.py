@@ -39,7 +39,7 @@ from pipeline.stages import attention, encode
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
 from pipeline.stages.registry import LABEL_STAGES
-from pipeline.stages.runner import StageContext
+from pipeline.stages.spec import StageContext
 from pipeline.store import shards
 from pipeline.store.reader import LabelStore
 from pipeline.store.validate import validate

@@ -13,6 +13,7 @@ from pipeline.core.errors import StoreError
 from pipeline.data.registry import open_dataset
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
+from pipeline.store.lock import LOCK_FILE
 from pipeline.store.reader import LabelStore
 from pipeline.store.schemas import SCHEMA_VERSION
 from pipeline.store.validate import validate
@@ -65,9 +66,17 @@ def test_shards_keep_images_whole(synthetic_store: Path) -> None:
 
 
 def test_rerun_is_a_noop(store_copy: Path, synthetic_root: Path) -> None:
-    before = {p: p.stat().st_mtime_ns for p in store_copy.rglob("*") if p.is_file()}
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in store_copy.rglob("*")
+        if p.is_file() and p.name != LOCK_FILE
+    }
     build("synthetic", synthetic_root, store_copy, SMALL_PARAMS, InProcessExecutor())
-    after = {p: p.stat().st_mtime_ns for p in store_copy.rglob("*") if p.is_file()}
+    after = {
+        p: p.stat().st_mtime_ns
+        for p in store_copy.rglob("*")
+        if p.is_file() and p.name != LOCK_FILE
+    }
     assert after == before  # nothing rewritten, nothing added
 
 

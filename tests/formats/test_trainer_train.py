@@ -18,6 +18,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.rle import encode_rle
 from pipeline.models.frozen import build_clip, build_sam
 from pipeline.store.reader import LabelStore
+from pipeline.store.rounds import SELECTION, read_selection, selection_path
 from pipeline.store.validate import validate
 from tests.helpers import REPO, SAM_VIT_T, SMALL_PARAMS, TEST_MODELS, TINY_TRAIN, needs_sam
 from trainer.config import config_from_dict, load_config
@@ -26,7 +27,6 @@ from trainer.data.feature_cache import CacheSpec, ClipCache, build_clip_cache
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import collect_samples
 from trainer.loop.curriculum import curriculum_phases
-from trainer.loop.select import SELECTION, read_selection, selection_path
 
 # configs/cpu-small.yaml on the 24-image store, scored on its training scenes (see the test)
 LEARN = {

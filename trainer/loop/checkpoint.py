@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError
+from pipeline.models.weights import load_tensors
+from pipeline.store.shards import remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` (see the module docstring) to `path`, temp-then-rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path.parent)  # of a killed run
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save({"format": FORMAT, **state}, tmp)
     tmp.replace(path)
@@ -103,7 +106,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--checkpoint {path}: no such file (a run writes <out>/{LAST})")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = load_tensors(path, "checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(
             f"{path}: not a ppt-labels training checkpoint of format {FORMAT}; retrain or use "

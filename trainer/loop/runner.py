@@ -34,6 +34,7 @@ from pipeline.models.options import ModelOptions
 from pipeline.scoring.label_eval import ground_truth_rles
 from pipeline.scoring.metrics import SUMMARY_KEYS
 from pipeline.store.reader import LabelStore
+from pipeline.store.validate import verify_store
 from trainer.config import OptimConfig, TrainConfig, config_to_dict
 from trainer.data.dataset import PromptDataset, collate
 from trainer.data.feature_cache import ClipCache, build_clip_cache, manifest_hash
@@ -152,6 +153,8 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     if len(store_dirs) != len(data_roots):
         raise StoreError("give one --data-root per --labels, in the same order")
+    for d in store_dirs:
+        verify_store(Path(d), rounds=False)  # a damaged store is named, never trained on
     stores = [LabelStore(Path(d)) for d in store_dirs]
     torch.manual_seed(cfg.optim.seed)
     data = prepare_data(stores, data_roots, clip, sam, cfg, cache_dir or out_dir / "feature_cache")

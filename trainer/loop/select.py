@@ -4,30 +4,26 @@ For each H_ref (image, expression) pair the model's most confident mask is compa
 candidate pseudo-label (IoU at the original size); the best-overlapping candidate becomes the
 referent (c = 1) and the pair is kept when that overlap reaches the threshold, else dropped.
 
-Each round is written into the label store it came from, so it can be inspected and shared:
+Each round is written into the label store it came from, so it can be inspected and shared
+(layout, lock and integrity: `pipeline.store.rounds`):
 
     <store>/rounds/<k>/selection.parquet   one row per H_ref pair (`SELECTION` schema)
     <store>/rounds/<k>/report.json         the round's numbers (`select_report`)
 
-written to a temporary name and renamed. Where the store carries phrase ground truth (the
+Where the store carries phrase ground truth (the
 synthetic world), the report says how right the round was: `accuracy`, the share of kept pairs
 whose chosen candidate is the referent's own phrase (truth role "referent"); `random_accuracy`,
 what a uniformly random pick among the same pairs' candidates would score; and `kept_share`.
-The truth is read for this report only; the selection itself never sees it. `rounds/` is not a stage
-table: `pipeline.store.validate.validate` ignores it and the manifest does not list it, so a store
-stays valid across rounds.
+The truth is read for this report only; the selection itself never sees it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 
@@ -35,27 +31,12 @@ from pipeline.core.rle import decode_rle
 from pipeline.models.frozen import FrozenSam
 from pipeline.scoring.metrics import mask_iou
 from pipeline.store.reader import LabelStore
-from pipeline.store.shards import write_json
+from pipeline.store.rounds import SELECTION, write_round
 from trainer.data.samples import Sample
 from trainer.loop.engine import predict_masks
 from trainer.network.prompt_model import PointPromptModel
 
 log = logging.getLogger(__name__)
-
-ROUNDS_DIR = "rounds"
-SELECTION_FILE = "selection.parquet"
-REPORT_FILE = "report.json"
-SELECTION = pa.schema(
-    [
-        ("sample_id", pa.string()),
-        ("cand_idx", pa.int32()),  # the chosen candidate (best overlap with the model's mask)
-        ("confidence", pa.float32()),  # the model's referent probability of its mask
-        ("overlap", pa.float32()),  # IoU of the model's mask and the chosen candidate's
-        ("kept", pa.bool_()),  # overlap ≥ threshold: the pair trains with c = 1 on cand_idx
-        ("threshold", pa.float32()),
-        ("round", pa.int32()),
-    ]
-)
 
 
 class SelectResult(NamedTuple):
@@ -63,11 +44,6 @@ class SelectResult(NamedTuple):
 
     kept: dict[int, dict[str, int]]
     reports: dict[str, dict[str, Any]]
-
-
-def selection_path(store_root: Path, round_index: int) -> Path:
-    """`<store>/rounds/<k>/selection.parquet`."""
-    return Path(store_root) / ROUNDS_DIR / str(round_index) / SELECTION_FILE
 
 
 def choose(
@@ -143,13 +119,9 @@ def truth_roles(stores: Sequence[LabelStore]) -> dict[tuple[int, str, int], str 
     return out
 
 
-def write_selection(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Write one round's table, temp-then-rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["sample_id"]), schema=SELECTION)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+def selection_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """One round's rows as its table, in sample order."""
+    return pa.Table.from_pylist(sorted(rows, key=lambda r: r["sample_id"]), schema=SELECTION)
 
 
 @torch.no_grad()
@@ -186,11 +158,9 @@ def select(
     out: dict[int, dict[str, int]] = {}
     reports: dict[str, dict[str, Any]] = {}
     for store, store_rows in sorted(per_store.items()):
-        path = selection_path(stores[store].root, round_index)
         report = {"round": round_index, **select_report(store_rows, by_key, roles, store)}
         if is_main:
-            write_selection(store_rows, path)
-            write_json(report, path.with_name(REPORT_FILE))
+            write_round(stores[store].root, round_index, selection_table(store_rows), report)
         kept = {r["sample_id"]: r["cand_idx"] for r in store_rows if r["kept"]}
         out[store] = kept
         reports[stores[store].root.name] = report
@@ -212,14 +182,3 @@ def select(
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return SelectResult(out, reports)
-
-
-def read_selection(store_root: Path, round_index: int) -> dict[str, int]:
-    """{sample_id: chosen cand_idx} of the kept pairs of a written round."""
-    path = selection_path(store_root, round_index)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no Select round {round_index}; run training from before it"
-        )
-    table = pq.read_table(path, schema=SELECTION).to_pylist()
-    return {r["sample_id"]: r["cand_idx"] for r in table if r["kept"]}

@@ -31,7 +31,7 @@ PLACEMENTS: dict[str, tuple[float, float]] = {
 class CompositeConfig:
     """params.yaml [augment] geometry and counts."""
 
-    out_size: tuple[int, int] = (448, 448)  # composite (H, W); an int means a square
+    out_size: tuple[int, int] | int = (448, 448)  # composite (H, W); an int means a square
     grids: tuple[str, ...] = tuple(GRIDS)  # Mosaic layouts, GRIDS keys
     fusion_scale: tuple[float, float] = (0.3, 0.5)  # inset size / host size, drawn uniformly
     fusion_placements: tuple[str, ...] = tuple(PLACEMENTS)  # PLACEMENTS keys
