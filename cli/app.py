@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from pipeline.core.errors import PptError
 
@@ -79,7 +80,10 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except PptError as exc:
             if _verbose:
                 err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: messages quote params sections as "[ingest]", which Rich reads as markup
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper

@@ -46,9 +46,11 @@ def export(
     from pipeline.export.referents import referent_labels
     from pipeline.store.reader import LabelStore
     from pipeline.store.shards import write_json
+    from pipeline.store.validate import verify_store
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    verify_store(store)  # a damaged store or round is named, never exported
     found = referent_labels(LabelStore(store), round_index, subset)
     what = f"pseudo-labels of {store} (Select round {found.round_index or 'none'} for H_ref)"
     if fmt == "refer":

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from cli.app import console, err_console, user_errors
 from cli.options import DaskOpt, WaitOpt, data_root_for, with_model_options
@@ -174,14 +175,16 @@ def validate(
 
     problems = validate_store(store)
     for problem in problems:
-        err_console.print(f"[red]✗[/] {problem}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]✗[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if problems and repair:
         _repair(store, data_root, dataset, dask, wait)
         problems = validate_store(store)
         for problem in problems:
-            err_console.print(f"[red]✗[/] still: {problem}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[red]✗[/] still: {escape(problem)}", highlight=False, soft_wrap=True
+            )
     if problems:
-        err_console.print(f"[bold red]{store}: {len(problems)} problem(s)[/]")
+        err_console.print(f"[bold red]{escape(str(store))}: {len(problems)} problem(s)[/]")
         raise typer.Exit(1)
     console.print(f"[green]✓[/] {store} is valid")
 

@@ -117,6 +117,19 @@ def run_named_stage(
         return run_stage(STAGES[name], ctx, executor, force=force)
 
 
+def _recorded_dataset(store: Path) -> str | None:
+    """The dataset a stage record names in its provenance (ingest's), when the manifest cannot."""
+    for name in STAGES:
+        try:
+            record = read_stage_record(store, name)
+        except StoreError:
+            continue
+        dataset = (record or {}).get("provenance", {}).get("dataset")
+        if isinstance(dataset, str):
+            return dataset
+    return None
+
+
 def recorded_params(store: Path, dataset: str | None) -> tuple[str, dict[str, Any], dict[str, str]]:
     """(dataset, params, config hashes) a store was built with, from its stage records or,
     where one is damaged, its manifest: what `repair` re-runs the stages with."""
@@ -129,6 +142,7 @@ def recorded_params(store: Path, dataset: str | None) -> tuple[str, dict[str, An
             if isinstance(stage, dict) and stage.get("stage") in STAGES:
                 sections[stage["stage"]] = stage.get("config")
                 hashes[stage["stage"]] = stage.get("config_hash")
+    dataset = dataset or _recorded_dataset(Path(store))
     if not dataset:
         raise StoreError(
             f"{store}: {MANIFEST} is unreadable, so the store's dataset is unknown: "

@@ -9,6 +9,7 @@ repair are in tests/formats/test_repair.py; fuzzed inputs in tests/unit/test_fuz
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -37,14 +38,15 @@ def _kill_chain(
     kills: int,
     window: tuple[float, float],
     where: Callable[[], str],
-    env: dict[str, str] | None = None,
+    stop_when_done: bool = True,
 ) -> list[str]:
     """Run `cmd` up to `kills` times, each killed (SIGKILL, whole process group) after a delay
-    drawn from `window` seconds past `started()`; stops early when a run finishes by itself.
+    drawn from `window` seconds past `started()`; a run that finishes first ends the chain
+    (unless not `stop_when_done`: then the next run goes over the finished output).
     Returns one line per kill that landed: its delay and `where()` at that moment."""
     landed = []
     for _ in range(kills):
-        proc = subprocess.Popen(cmd, start_new_session=True, env=env,
+        proc = subprocess.Popen(cmd, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 300
         while not started() and proc.poll() is None and time.monotonic() < deadline:
@@ -58,7 +60,8 @@ def _kill_chain(
             proc.wait()
             landed.append(f"killed {delay:5.2f}s in: {context}")
             continue
-        break  # finished before the kill: the chain is over
+        if stop_when_done:
+            break  # finished before the kill: the chain is over
     return landed
 
 
@@ -78,7 +81,19 @@ def _build_where(store: Path) -> Callable[[], str]:
     return where
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+def _after_random_shards(
+    cmd: list[str], store: Path, shard_files: list[str], rng: random.Random, kills: int
+) -> list[str]:
+    """Kill `cmd` right after (0–0.5 s) randomly drawn shard files of the build appear, in build
+    order: kill points spread over every stage, each past the previous one."""
+    landed: list[str] = []
+    for target in sorted(rng.sample(range(len(shard_files)), kills)):
+        marker = store / shard_files[target]
+        landed += _kill_chain(cmd, marker.exists, rng, 1, (0.0, 0.5), _build_where(store))
+    return landed
+
+
+@pytest.mark.parametrize("seed", [0, 1])  # 2 chains × 4 kills
 def test_random_kills_of_build_resume_to_identical_bytes(
     tmp_path: Path, tiny_root: Path, tiny_store: Path, seed: int
 ) -> None:
@@ -87,9 +102,9 @@ def test_random_kills_of_build_resume_to_identical_bytes(
     store = tmp_path / "store"
     cmd = [CLI, "build", "--dataset", "synthetic", "--data-root", str(tiny_root),
            "--out", str(store), "--params", str(params)]  # fmt: skip
-    # The lock file appears when the build starts writing; the build then runs ~30 s here.
-    landed = _kill_chain(cmd, (store / LOCK_FILE).exists, random.Random(seed), 5, (0.5, 25.0),
-                         _build_where(store))  # fmt: skip
+    shard_files = [f"{t}/{p.name}" for t in STAGE_ORDER
+                   for p in sorted((tiny_store / t).glob("part-*.parquet"))]  # fmt: skip
+    landed = _after_random_shards(cmd, store, shard_files, random.Random(seed), 4)
     _report(f"build, seed {seed}", landed)
     assert len(landed) >= 3, "the kills did not land mid-build"
     if not (store / "manifest.json").exists():
@@ -104,23 +119,25 @@ def test_two_writers_one_fails_with_the_holder_one_waits(
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(TINY_PARAMS))
     store = tmp_path / "store"
-    cmd = [CLI, "build", "--dataset", "synthetic", "--data-root", str(tiny_root),
-           "--out", str(store), "--params", str(params)]  # fmt: skip
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    shutil.copytree(tiny_store, store)
+    common = ["--dataset", "synthetic", "--data-root", str(tiny_root), "--params", str(params)]
+    # The first writer recomputes the masks stage (seconds of SAM decoding) under the lock.
+    stage = [CLI, "stage", "masks", "--store", str(store), "--force", *common]
+    first = subprocess.Popen(stage, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (store / LOCK_FILE).exists() or not (store / LOCK_FILE).read_text():
-        assert time.monotonic() < deadline and first.poll() is None
-        time.sleep(0.05)
-    second = subprocess.run(cmd, capture_output=True, text=True)
-    assert second.returncode == 2
-    line = second.stderr.strip()
-    assert "\n" not in line and "Traceback" not in line, line
-    assert f"pid {first.pid} on " in line and "ppt-labels build" in line, line
+    while not (store / LOCK_FILE).read_text():
+        assert time.monotonic() < deadline and first.poll() is None, "the lock was never taken"
+        time.sleep(0.02)
+    build = [CLI, "build", "--out", str(store), *common]
+    second = subprocess.run(build, capture_output=True, text=True)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    (line,) = [x for x in second.stderr.splitlines() if x.startswith("error:")]
+    assert f"pid {first.pid} on " in line and "ppt-labels stage masks" in line, line
     assert "--wait" in line and "since" in line, line
-    waiter = subprocess.run([*cmd, "--wait"], capture_output=True, text=True)  # queues behind it
+    waiter = subprocess.run([*build, "--wait"], capture_output=True, text=True)  # queues behind
     assert first.wait() == 0, first.stderr.read()
     assert waiter.returncode == 0, waiter.stderr
-    assert "waiting for" in waiter.stderr and "up to date" in waiter.stderr, waiter.stderr
+    assert "waiting for pid" in waiter.stderr and "up to date" in waiter.stderr, waiter.stderr
     assert validate(store) == []
     assert tree_bytes(store) == tree_bytes(tiny_store)
 
@@ -131,16 +148,32 @@ def _train_cmd(cfg: Path, store: Path, root: Path, out: Path) -> list[str]:
             "--sam", "vit_t", "--sam-checkpoint", str(SAM_VIT_T), "--device", "cpu"]  # fmt: skip
 
 
+def _written_since(path: Path, t0: float) -> bool:
+    try:
+        return path.stat().st_mtime > t0
+    except FileNotFoundError:
+        return False
+
+
+# Moments of a training run after which a kill lands (0–2 s later), in run order; t0 is when this
+# (re)started run began, so "a checkpoint" is the next epoch's, wherever the run resumed from.
+TRAIN_EVENTS: dict[str, Callable[[Path, Path, float], bool]] = {
+    "start": lambda out, store, t0: True,
+    "feature cache built": lambda out, store, t0: any(out.glob("feature_cache/*/done.json")),
+    "a checkpoint written": lambda out, store, t0: _written_since(out / "last.pt", t0),
+    "Select round 1 written": lambda out, store, t0: _written_since(
+        store / "rounds" / "1" / "report.json", t0
+    ),
+}
+
+
 def _train_where(out: Path, store: Path) -> Callable[[], str]:
     def where() -> str:
         rounds = sorted(p.parent.name for p in (store / "rounds").glob("*/selection.parquet"))
-        state = "no checkpoint"
-        if (out / "last.pt").exists():
-            try:
-                ckpt = torch.load(out / "last.pt", weights_only=True)
-                state = f"after epoch {ckpt['epoch']}"
-            except Exception:  # being replaced at this very moment
-                state = "checkpoint being written"
+        try:
+            state = f"after epoch {torch.load(out / 'last.pt', weights_only=True)['epoch']}"
+        except Exception:  # absent, or being replaced at this very moment
+            state = "no readable checkpoint"
         cache = "cache built" if any(out.glob("feature_cache/*/done.json")) else "cache not built"
         return f"{state}, {cache}, rounds written: {rounds or 'none'}"
 
@@ -161,15 +194,19 @@ def test_random_kills_of_training_and_select_resume_to_the_same_run(
         shutil.copytree(tiny_store, store)
         runs[name] = (store, tmp_path / name / "run")
     store, out = runs["whole"]
-    started = time.monotonic()
     subprocess.run(_train_cmd(cfg, store, tiny_root, out), check=True, capture_output=True)
-    span = time.monotonic() - started
     assert any((store / "rounds").glob("*/selection.parquet")), "no Select round was written"
 
     store, out = runs["killed"]
     cmd = _train_cmd(cfg, store, tiny_root, out)
-    landed = _kill_chain(cmd, lambda: True, random.Random(7), 6, (0.3 * span, 0.95 * span),
-                         _train_where(out, store))  # fmt: skip
+    rng = random.Random(7)
+    names = list(TRAIN_EVENTS)
+    landed = []
+    for name in sorted(rng.choices(names, k=6), key=names.index):  # a repeat: killed there twice
+        t0 = time.time()
+        event = functools.partial(TRAIN_EVENTS[name], out, store, t0)
+        lines = _kill_chain(cmd, event, rng, 1, (0.0, 2.0), _train_where(out, store))
+        landed += [f"{line} (after: {name})" for line in lines]
     _report("train + Select", landed)
     assert len(landed) >= 4
     subprocess.run(cmd, check=True, capture_output=True)
@@ -196,9 +233,22 @@ def test_random_kills_of_export_give_the_same_files(
     subprocess.run(export(whole), check=True, capture_output=True)
     span = time.monotonic() - started
     killed = tmp_path / "killed"
-    where = lambda: f"{len(list(killed.rglob('*')))} files written"  # noqa: E731
-    landed = _kill_chain(export(killed), lambda: True, random.Random(3), 6, (0.5, span), where)
+
+    def where() -> str:
+        names = sorted(p.name for p in killed.iterdir()) if killed.exists() else []
+        return f"{len(list(killed.glob('images/*')))} images placed; top level: {names}"
+
+    # An export spends most of its life starting up and writes for milliseconds at the end:
+    # the kills aim around the end of an uninterrupted run's time; runs that finish first are
+    # re-exports over a finished export, and the chain goes on.
+    landed = _kill_chain(export(killed), lambda: True, random.Random(3), 10,
+                         (0.5 * span, 1.1 * span), where, stop_when_done=False)  # fmt: skip
     _report("export", landed)
     assert len(landed) >= 3
+    # what a kill inside the write leaves: a temporary and a half-copied image
+    (killed / "images").mkdir(parents=True, exist_ok=True)
+    (killed / ".refs(ppt).p.tmp-99999").write_bytes(b"half a pickle")
+    image = next((whole / "images").iterdir())
+    (killed / "images" / image.name).write_bytes(image.read_bytes()[:100])
     subprocess.run(export(killed), check=True, capture_output=True)
     assert tree_bytes(killed) == tree_bytes(whole)

@@ -1,65 +1,21 @@
-"""Crash safety and executors: killed builds resume to the same bytes; Dask gives the same bytes.
+"""Executors: Dask gives the same bytes as the in-process build.
 
 The reference is the session's in-process build of the 8-image dataset in shards of 4
-(`tiny_store`); every other way of building it must end with exactly its bytes.
+(`tiny_store`); every other way of building it must end with exactly its bytes (killed builds:
+tests/e2e/test_faults.py).
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.core.errors import ConfigError
 from pipeline.stages.build import build
 from pipeline.stages.executor import open_executor
 from pipeline.store.reader import LabelStore
-from pipeline.store.validate import validate
-from tests.helpers import CLI, TINY_PARAMS, tree_bytes
-
-# Kill points: the build is killed once this file exists in the store (a shard of that stage is
-# complete, the next one is being computed), so every kill lands mid-build at a known place.
-KILL_AFTER = ("phrases/part-00000.parquet", "encode/part-00000.parquet",
-              "attention/part-00001.parquet", "masks/part-00000.parquet")  # fmt: skip
-
-
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300.0) -> bool:
-    """True once `path` exists while `proc` still runs; False if the build finished first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return proc.poll() is None
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.02)
-    raise TimeoutError(f"{path} did not appear within {timeout}s")
-
-
-def test_killed_build_resumes_to_identical_bytes(
-    tmp_path: Path, tiny_root: Path, tiny_store: Path
-) -> None:
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(TINY_PARAMS))
-    interrupted = 0
-    for marker in KILL_AFTER:
-        store = tmp_path / marker.replace("/", "_")
-        cmd = [CLI, "build", "--dataset", "synthetic", "--data-root", str(tiny_root),
-               "--out", str(store), "--params", str(params)]  # fmt: skip
-        proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.DEVNULL)
-        if _wait_for(store / marker, proc):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        if not (store / "manifest.json").exists():
-            interrupted += 1
-            assert validate(store)  # an interrupted store is reported incomplete, never valid
-        subprocess.run(cmd, check=True, capture_output=True)
-        assert tree_bytes(store) == tree_bytes(tiny_store), f"killed after {marker}"
-    assert interrupted >= 3  # the kills really landed mid-build
+from tests.helpers import TINY_PARAMS, tree_bytes
 
 
 def test_dask_local_cluster_gives_same_bytes(
