@@ -14,7 +14,9 @@ from pipeline.models.options import ModelOptions
 
 @with_model_options(exclude=("relevance",))
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="Run dir of `ppt-labels train --out`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="Run dir of `ppt-labels train --out`.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")],
     ablation: Annotated[
         Path | None,

@@ -6,6 +6,8 @@ draws it as two panels side by side, the model's answer and the reference, at th
     model      its mask filled blue and outlined, its points: positive ● green, negative ● red
     reference  the ground truth (or, where a dataset has none, the referent pseudo-label) amber
 
+each labelled in its corner.
+
 Drawn with PIL rather than matplotlib: a report holds several of these and each is a plain
 overlay, which PIL draws at the pixel size the page shows.
 """
@@ -18,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-MASK_RGB = (31, 119, 180)  # the model's mask
-REFERENCE_RGB = (255, 176, 0)  # ground truth / pseudo-label
+MASK_RGB = (30, 144, 255)  # the model's mask
+REFERENCE_RGB = (255, 200, 0)  # ground truth / pseudo-label
 POSITIVE_RGB = (0, 200, 60)
 NEGATIVE_RGB = (230, 20, 20)
-ALPHA = 0.45
+ALPHA = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,37 +52,44 @@ class GalleryItem:
         return 100.0 * int((self.mask & self.reference).sum()) / union if union else 0.0
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray | None, rgb: tuple[int, int, int]) -> np.ndarray:
-    """`image` with `mask` tinted `rgb` and its boundary drawn opaque."""
-    out = image.astype(np.float32)
-    if mask is None or not mask.any():
-        return out.astype(np.uint8)
-    colour = np.array(rgb, dtype=np.float32)
-    out[mask] = (1 - ALPHA) * out[mask] + ALPHA * colour
-    p = np.pad(mask, 1)
-    inner = p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    out[mask & ~inner] = colour
-    return out.astype(np.uint8)
+def _panel(image: np.ndarray, mask: np.ndarray | None, rgb: tuple[int, int, int], side: int,
+           label: str) -> Image.Image:  # fmt: skip
+    """`image` scaled to `side` on its long side, `mask` tinted `rgb` with a 2 px outline drawn
+    at display scale (an outline drawn at full size would vanish in the downscale), and `label`
+    in the top-left corner."""
+    panel = Image.fromarray(image)
+    scale = side / max(panel.size)
+    size = (max(1, round(panel.width * scale)), max(1, round(panel.height * scale)))
+    pixels = np.asarray(panel.resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+    if mask is not None and mask.any():
+        shown = np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+        colour = np.array(rgb, dtype=np.float32)
+        pixels[shown] = (1 - ALPHA) * pixels[shown] + ALPHA * colour
+        p = np.pad(shown, 2)
+        inner = shown.copy()
+        for dy in range(-2, 3):  # eroded by 2 px: what is left of the mask is its outline
+            for dx in range(-2, 3):
+                inner &= p[2 + dy : 2 + dy + shown.shape[0], 2 + dx : 2 + dx + shown.shape[1]]
+        pixels[shown & ~inner] = colour
+    out = Image.fromarray(pixels.astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    box = draw.textbbox((4, 3), label)
+    draw.rectangle((box[0] - 3, box[1] - 2, box[2] + 3, box[3] + 2), fill=(0, 0, 0))
+    draw.text((4, 3), label, fill=(255, 255, 255))
+    return out
 
 
-def _resized(pixels: np.ndarray, side: int) -> Image.Image:
-    image = Image.fromarray(pixels)
-    scale = side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BILINEAR)
-
-
-def gallery_png(item: GalleryItem, side: int = 300) -> bytes:
+def gallery_png(item: GalleryItem, side: int = 250) -> bytes:
     """PNG bytes of the model panel and the reference panel, each `side` px on its long side."""
-    model = _resized(_overlay(item.image, item.mask, MASK_RGB), side)
+    model = _panel(item.image, item.mask, MASK_RGB, side, "model")
     draw = ImageDraw.Draw(model)
-    radius = max(3, side // 60)
+    radius = max(4, side // 50)
     for (x, y), positive in zip(item.points, item.positive, strict=True):
         cx, cy = x * model.width, y * model.height
         fill = POSITIVE_RGB if positive else NEGATIVE_RGB
         draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill,
                      outline=(255, 255, 255), width=1)  # fmt: skip
-    reference = _resized(_overlay(item.image, item.reference, REFERENCE_RGB), side)
+    reference = _panel(item.image, item.reference, REFERENCE_RGB, side, item.reference_kind)
     gap = 8
     canvas = Image.new("RGB", (model.width + gap + reference.width, model.height), "white")
     canvas.paste(model, (0, 0))

@@ -38,10 +38,10 @@ table { border-collapse: collapse; font-size: 14px; }
 th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; }
 th { background: #f4f4f4; } td.text { text-align: left; }
 .facts td { text-align: left; } .note { color: #666; font-size: 13px; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(620px, 1fr)); gap: 18px; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(500px, 1fr)); gap: 18px; }
 figure { margin: 0; } figcaption { font-size: 13px; margin-top: 4px; }
 .pos { color: #00a030; font-weight: bold; } .neg { color: #d01010; font-weight: bold; }
-.pred { color: #1f77b4; font-weight: bold; } .ref { color: #d08a00; font-weight: bold; }
+.pred { color: #1e90ff; font-weight: bold; } .ref { color: #d0a000; font-weight: bold; }
 """
 
 

@@ -67,7 +67,7 @@ def test_page_has_every_section_and_the_run_numbers(tmp_path: Path) -> None:
     assert "the &lt;red&gt; circle &amp; co" in page and "<red>" not in page
     assert "IoU 33.3%" in page  # 200 px overlap of a 600 px union
     curves, gallery = _pngs(page)
-    assert curves.size[0] > 600 and gallery.size == (300 + 8 + 300, 200)
+    assert curves.size[0] > 600 and gallery.size == (250 + 8 + 250, 167)  # 60 × 40 at 250 px
 
     without = render_report(read_run(tmp_path), [])
     assert '<section id="ablation">' not in without and "No held-out sample" in without
