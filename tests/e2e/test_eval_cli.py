@@ -97,9 +97,9 @@ def test_predict_writes_the_mask_eval_would_predict(
     # Same weights and encoders; only CLIP's batch composition differs (float16-rounded).
     assert (stored.sum() == 0 and mask.sum() == 0) or mask_iou(mask, stored) > 0.98
 
-    missing = CliRunner().invoke(app, [*args[:2], "--image", str(tmp_path / "nope.jpg"),
-                                       *args[4:]])  # fmt: skip
-    assert missing.exit_code == 2 and "--image" in missing.output
+    missing = CliRunner().invoke(app, [*args[:3], "--image", str(tmp_path / "nope.jpg"),
+                                       *args[5:]])  # fmt: skip
+    assert missing.exit_code == 2 and "--image: cannot read" in missing.output
 
 
 def test_eval_baseline_clip_sam(
