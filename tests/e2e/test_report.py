@@ -15,11 +15,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
+from pipeline.core.errors import ConfigError, StoreError
 from pipeline.reports.run_report import SECTION_IDS
 from pipeline.store.reader import LabelStore
 from tests.helpers import REPO, SAM_VIT_T, TEST_MODELS
-from trainer.inference.held_out import held_out_gallery
+from trainer.inference.held_out import held_out_gallery, run_stores
 from trainer.inference.predict import load_for_inference, predict_store
+from trainer.loop.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.skipif(not SAM_VIT_T.is_file(), reason=f"{SAM_VIT_T} not present")
 
@@ -64,6 +66,17 @@ def test_gallery_is_what_eval_predicts(tiny_run: Path, synthetic_store: Path,
         assert np.array_equal(item.mask, direct[item.sample_id]), item.sample_id
         assert item.image.shape[:2] == item.mask.shape == item.reference.shape
     assert dict(facts)["stores"] == f"{synthetic_store} ({synthetic_root})"
+
+    # A checkpoint that predates recorded data roots, or a moved store: one-line errors that
+    # name the flag, and the flags mend them.
+    state = load_checkpoint(tiny_run / "last.pt")
+    old = {**state, "stores": [{k: v for k, v in s.items() if k != "data_root"}
+                               for s in state["stores"]]}  # fmt: skip
+    with pytest.raises(ConfigError, match="pass --data-root"):
+        run_stores(old)
+    assert run_stores(old, data_roots=[synthetic_root])[0][1] == synthetic_root
+    with pytest.raises(StoreError, match="pass --labels"):
+        run_stores(state, stores=[synthetic_root / "moved"])
 
 
 @pytest.mark.slow
