@@ -74,26 +74,47 @@ def eval_command(
 @with_model_options(exclude=("relevance",))
 def predict(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Training checkpoint.")],
-    image: Annotated[Path, typer.Option("--image", help="RGB image file.")],
-    text: Annotated[str, typer.Option("--text", help="The referring expression.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Mask PNG to write (0 / 255).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="--image: the mask PNG to write (0 / 255); --texts: a folder."
+        ),
+    ],
+    image: Annotated[Path | None, typer.Option("--image", help="One RGB image file.")] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Its referring expression.")] = None,
     overlay: Annotated[
-        Path | None, typer.Option("--overlay", help="Also write the mask over the image here.")
+        Path | None, typer.Option("--overlay", help="--image: also the mask over the image.")
     ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Many: the folder the CSV's images are in.")
+    ] = None,
+    texts: Annotated[
+        Path | None,
+        typer.Option(
+            "--texts", help="Many: a CSV of image,text rows (image relative to --images)."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="--texts: rows per batch through the model.")
+    ] = 8,
     *,
     models: ModelOptions,
 ) -> None:
-    """Segment what TEXT refers to in IMAGE with a trained checkpoint; writes a mask PNG."""
+    """Segment what a text refers to in an image with a trained checkpoint: --image IMG --text
+    TEXT writes one mask PNG; --images DIR --texts FILE.csv writes OUT/masks/<row>.png per row and
+    OUT/predictions.json (COCO, RLE masks, the text on each annotation)."""
+    if images is not None and texts is not None and image is None and text is None:
+        predict_many(checkpoint, images, texts, out, batch_size, models)
+        return
+    if image is None or text is None or images is not None or texts is not None:
+        raise typer.BadParameter("give --image and --text, or --images and --texts")
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from trainer.inference.evaluate import predict_image
+    from trainer.inference.predict_images import read_rgb
 
-    try:
-        with Image.open(image) as img:
-            rgb = np.asarray(img.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise typer.BadParameter(f"--image {image}: cannot read it as an image ({exc})") from None
+    rgb = read_rgb(image, "--image")
     if not text.strip():
         raise typer.BadParameter("--text is empty: give the referring expression")
     mask, score = predict_image(checkpoint, rgb, text, models)
@@ -107,6 +128,30 @@ def predict(
     console.print(
         f"{out}: {int(mask.sum())} of {mask.size} pixels ({100 * mask.mean():.1f}%), "
         f"confidence {score:.3f}"
+    )
+
+
+def predict_many(
+    checkpoint: Path, images: Path, texts: Path, out: Path, batch_size: int, models: ModelOptions
+) -> None:
+    """`predict --images DIR --texts FILE.csv`: every row checked first, then batches."""
+    from pipeline.data.queries import read_queries
+    from pipeline.models.runtime import resolve_device
+    from trainer.inference.predict import load_for_inference
+    from trainer.inference.predict_images import check_image_input, predict_queries
+
+    queries = read_queries(texts, images)  # a bad row stops here, before any model loads
+    device = resolve_device(models.device)
+    model, clip, sam, cfg = load_for_inference(checkpoint, models, device)
+    check_image_input(cfg, checkpoint)
+    what = f"predictions of {checkpoint} for {texts} over {images}"
+    document = predict_queries(
+        model, clip, sam, cfg, queries, images, out, device, batch_size, what
+    )
+    empty = sum(a["area"] == 0 for a in document["annotations"])
+    console.print(
+        f"[green]predicted[/] {len(queries)} rows on {len(document['images'])} images → "
+        f"{out}/masks/, {out}/predictions.json" + (f" ({empty} empty masks)" if empty else "")
     )
 
 

@@ -14,7 +14,14 @@ from pipeline.core.config import from_section
 from pipeline.data.synthetic.generator import SyntheticConfig, generate_synthetic
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
-from tests.helpers import IMAGENET_PARAMS, IMAGENET_SAMPLES, SAM_VIT_T, SMALL_PARAMS, TINY_PARAMS
+from tests.helpers import (
+    IMAGENET_PARAMS,
+    IMAGENET_SAMPLES,
+    SAM_VIT_T,
+    SMALL_PARAMS,
+    TINY_PARAMS,
+    TINY_RUN,
+)
 
 
 def _synthetic(root: Path, params: dict) -> Path:
@@ -70,6 +77,27 @@ def imagenet_labels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     every = {**IMAGENET_PARAMS, "ingest": {"shard_size": 4}}  # all composites, not 6
     build("imagenet-mini-ref", sem, ref, every, InProcessExecutor())
     return {"sem": sem, "ref": ref}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_store: Path,
+             synthetic_root: Path) -> Path:  # fmt: skip
+    """A run dir of a tiny real training (TINY_RUN, random-init tiny CLIP, real vit_t SAM) on the
+    synthetic store: last.pt, metrics.json, curves, and its CLIP cache in feature_cache/."""
+    if not SAM_VIT_T.is_file():
+        pytest.skip(f"{SAM_VIT_T} not present")
+    import torch
+
+    from pipeline.models.frozen import build_clip, build_sam
+    from trainer.config import config_from_dict
+    from trainer.loop.runner import train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    clip = build_clip("ppt-tiny-vit", allow_random=True)
+    sam = build_sam("vit_t", checkpoint=SAM_VIT_T)
+    train(config_from_dict(TINY_RUN), [synthetic_store], [synthetic_root], out, clip, sam,
+          torch.device("cpu"))  # fmt: skip
+    return out
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

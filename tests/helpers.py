@@ -61,6 +61,14 @@ TINY_TRAIN = {
     "curriculum": {"semantic_epochs": 1, "ris_epochs_before_select": 0, "ris_epochs": 1,
                    "refinement_rounds": 0, "refinement_epochs": 0},
 }  # fmt: skip
+# TINY_TRAIN without dropout and with the semantic stage only (the session's `tiny_run`): the
+# checkpoint predicts the same masks however often it is loaded, and no Select writes a round
+# into the shared store.
+TINY_RUN = {
+    **TINY_TRAIN,
+    "model": {**TINY_TRAIN["model"], "dropout": 0.0},
+    "curriculum": {**TINY_TRAIN["curriculum"], "ris_epochs": 0},
+}
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

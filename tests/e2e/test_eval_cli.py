@@ -1,8 +1,8 @@
 """`ppt-labels eval` (checkpoint and --baseline clip-sam) and `ppt-labels predict` through the CLI.
 
-The checkpoint comes from a tiny real training run on the session's synthetic store; `eval` builds
-its own store for the split, so its metrics must equal a direct prediction on the session store's
-samples of that split (same images, same SAM, same CLIP cache contents).
+The checkpoint is the session's tiny real training run on its synthetic store (`tiny_run`); `eval`
+builds its own store for the split, so its metrics must equal a direct prediction on the session
+store's samples of that split (same images, same SAM, same CLIP cache contents).
 """
 
 from __future__ import annotations
@@ -12,43 +12,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
 from cli.main import app
-from pipeline.models.frozen import build_clip, build_sam
 from pipeline.scoring.metrics import mask_iou
 from pipeline.store.reader import LabelStore
-from tests.helpers import SAM_VIT_T, SMALL_PARAMS, TEST_MODELS, TINY_TRAIN
-from trainer.config import config_from_dict
+from tests.helpers import SAM_VIT_T, SMALL_PARAMS, TEST_MODELS
 from trainer.inference.baselines import score_masks
 from trainer.inference.predict import load_for_inference, predict_store
 
 pytestmark = pytest.mark.skipif(not SAM_VIT_T.is_file(), reason=f"{SAM_VIT_T} not present")
 
 KEYS = {"mIoU", "oIoU", "P@0.3", "P@0.5", "P@0.7", "n"}
-# TINY_TRAIN without dropout and with the semantic stage only: the checkpoint predicts the same
-# masks however often it is loaded.
-TINY = {
-    **TINY_TRAIN,
-    "model": {**TINY_TRAIN["model"], "dropout": 0.0},
-    "curriculum": {**TINY_TRAIN["curriculum"], "ris_epochs": 0},
-}
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, synthetic_store: Path,
-               synthetic_root: Path) -> Path:  # fmt: skip
-    from trainer.loop.runner import train
-
-    out = tmp_path_factory.mktemp("eval-run")
-    clip = build_clip("ppt-tiny-vit", allow_random=True)
-    sam = build_sam("vit_t", checkpoint=SAM_VIT_T)
-    train(config_from_dict(TINY), [synthetic_store], [synthetic_root], out / "run", clip, sam,
-          torch.device("cpu"), out / "cache")  # fmt: skip
-    return out / "run" / "last.pt"
+def checkpoint(tiny_run: Path) -> Path:
+    """The session's tiny run (conftest `tiny_run`: no dropout, semantic stage only)."""
+    return tiny_run / "last.pt"
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +97,9 @@ def test_predict_writes_the_mask_eval_would_predict(
     # Same weights and encoders; only CLIP's batch composition differs (float16-rounded).
     assert (stored.sum() == 0 and mask.sum() == 0) or mask_iou(mask, stored) > 0.98
 
-    missing = CliRunner().invoke(app, [*args[:2], "--image", str(tmp_path / "nope.jpg"),
-                                       *args[4:]])  # fmt: skip
-    assert missing.exit_code == 2 and "--image" in missing.output
+    missing = CliRunner().invoke(app, [*args[:3], "--image", str(tmp_path / "nope.jpg"),
+                                       *args[5:]])  # fmt: skip
+    assert missing.exit_code == 2 and "--image: cannot read" in missing.output
 
 
 def test_eval_baseline_clip_sam(

@@ -266,6 +266,15 @@ def test_train_cli_and_inference(
             str(SAM_VIT_T), "--allow-random-weights"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    # Off a terminal: one plain log line per epoch and no training bar (the CLIP cache's bar
+    # prints its one summary line); third-party INFO lines (open_clip's "Parsing model
+    # identifier") stay quiet without --verbose.
+    lines = result.output.splitlines()
+    epochs = [line for line in lines if "trainer.loop.curriculum: epoch" in line]
+    assert len(epochs) == 1 and "epoch 1/1" in epochs[0] and " loss " in epochs[0]
+    bars = [line for line in lines if "━" in line]
+    assert bars and all(line.startswith("CLIP features of") for line in bars)
+    assert "Parsing model identifier" not in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["eval"]) == {"mIoU", "oIoU", "P@0.3", "P@0.5", "P@0.7", "n"}
     assert metrics["eval"]["n"] > 0

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.rle import decode_rle
-from pipeline.models.clip_surgery import preprocess_image
-from pipeline.models.encoders import sam_embeddings
 from pipeline.models.options import ModelOptions
 from pipeline.models.runtime import resolve_device
 from pipeline.stages.build import build
@@ -30,10 +27,8 @@ from pipeline.store.reader import LabelStore
 from trainer.config import config_from_dict
 from trainer.inference.baselines import score_masks
 from trainer.inference.predict import load_for_inference, predict_store
+from trainer.inference.predict_images import check_image_input, predict_images
 from trainer.loop.checkpoint import load_checkpoint
-from trainer.loop.engine import predict_masks
-from trainer.network.clip_stages import image_stages, word_features
-from trainer.network.layers import sam_stage_tokens
 
 log = logging.getLogger(__name__)
 
@@ -152,43 +147,17 @@ def eval_baseline(
     return score_masks(predictions, store, data_root, dataset)
 
 
-@torch.no_grad()
 def predict_image(
     checkpoint: Path,
     image: np.ndarray,
     text: str,
     options: ModelOptions | None = None,
 ) -> tuple[np.ndarray, float]:
-    """(H, W) bool mask of the most confident query, and its confidence, for one RGB image.
-
-    The frozen encoders run here once (there is no cache for a single image); their outputs are
-    rounded to float16 as the training cache stores them, so a stored sample predicts the same.
-    """
+    """(H, W) bool mask of the most confident query, and its confidence, for one RGB image
+    (`trainer.inference.predict_images`: the frozen encoders run on it here)."""
     options = options or ModelOptions()
-    device = str(resolve_device(options.device))
+    device = resolve_device(options.device)
     model, clip, sam, cfg = load_for_inference(checkpoint, options, device)
-    if cfg.model.relevance_input:
-        raise ConfigError(
-            f"{checkpoint}: this model reads each expression's relevance map from a label store "
-            "(model.relevance_input), which a lone image has none of: predict on a built store "
-            "(--labels), whose attention stage made them"
-        )
-    pixels = preprocess_image(image, cfg.clip.input_size, clip.mean, clip.std)[None]
-    stages = image_stages(clip.model.visual, pixels.to(clip.device), cfg.model.stage_indices)
-    tokens = clip.tokenizer([text]).to(clip.device)
-    words, pad = word_features(clip.model, tokens, cfg.clip.text_layers)
-    embedding, _ = sam_embeddings(sam, [image])  # (1, 256, 64, 64) f16
-    size = torch.tensor([image.shape[:2]])  # (1, 2)
-    batch = {
-        "stages": [s.half().float().cpu() for s in stages],  # N × (1, G*G, C)
-        "words": words.half().float().cpu(),  # (1, T, C_t)
-        "text_pad": pad.cpu(),  # (1, T)
-        "sam_embedding": torch.from_numpy(embedding).float(),
-        "size": size,
-        "key": [(0, "image")],
-    }
-    if cfg.model.sam_stage:  # as the feature cache pools and rounds it
-        tokens = sam_stage_tokens(batch["sam_embedding"], size, cfg.model.sam_stage)
-        batch["sam_tokens"] = tokens.half().float()  # (1, S*S, 256)
-    predicted = next(iter(predict_masks(model, [batch], sam, torch.device(device))))
+    check_image_input(cfg, checkpoint)
+    predicted = predict_images(model, clip, sam, cfg, [image], [(0, text)], device)[0]
     return predicted.mask, predicted.score

@@ -7,7 +7,7 @@ reads it):
     optimizer   optimizer.state_dict();  scheduler: scheduler.state_dict()
     epoch       epochs completed over the whole curriculum; stage, round: where they ended
     config      the TrainConfig as a dict
-    stores      [{root, manifest_sha256}] of the label stores trained on
+    stores      [{root, data_root, manifest_sha256}] of the label stores trained on
     models      {"clip": {model, weights}, "sam": {variant, weights}}
     selections  {store index (str): {sample_id: cand_idx}} of the latest Select round, or None
     history     the per-epoch curve rows so far

@@ -205,8 +205,9 @@ def run_curriculum(
                 )
                 if isinstance(loader.sampler, DistributedSampler):
                     loader.sampler.set_epoch(epoch)
+                bar = f"epoch {epoch + 1}/{total} {phase.name}" if is_main_process() else None
                 losses = train_one_epoch(
-                    model, criterion, loader, optimizer, device, scaler, amp, grad_clip
+                    model, criterion, loader, optimizer, device, scaler, amp, grad_clip, bar
                 )
                 row.update(losses)
             else:

@@ -19,8 +19,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.distributed as dist
+from rich.progress import TextColumn
 from segment_anything import SamPredictor
 
+from pipeline.core.progress import progress_bar
 from pipeline.core.rle import decode_rle
 from pipeline.labelling.prompting import prompt_mask
 from pipeline.models.encoders import cached_predictor
@@ -79,6 +81,7 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     amp: bool = True,
     grad_clip: float = 0.0,
+    progress: str | None = None,
 ) -> dict[str, float]:
     """One pass over `loader`; returns the mean of the weighted loss and of every loss term.
 
@@ -86,40 +89,56 @@ def train_one_epoch(
         scaler: a GradScaler for fp16 autocast (None for bf16 and CPU).
         amp: autocast on CUDA.
         grad_clip: max gradient norm of the trainable parameters (0 = off).
+        progress: the description of a progress bar over the batches (running loss, ETA),
+            shown on a terminal only; None for no bar (DDP ranks other than 0).
     """
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
     steps = 0
     decode = needs_masks(criterion)
-    for raw in loader:
-        batch = to_device(raw, device)
-        with autocast(device, amp):
-            outputs = forward(model, batch, decode)
-        outputs = {k: v.float() for k, v in outputs.items()}  # the loss in float32
-        terms = criterion(outputs, batch["targets"])
-        loss = criterion.weighted(terms)
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(
-                f"loss is {float(loss.detach())}: lower optim.lr or set optim.grad_clip"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        steps += 1
-        for k, v in {"loss": loss, **terms}.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
+    loss_column = TextColumn("loss {task.fields[loss]}")
+    with progress_bar(
+        loss_column, terminal_only=True, transient=True, show=progress is not None
+    ) as bar:
+        task = bar.add_task(progress or "train", total=_length(loader), loss="…")
+        for raw in loader:
+            batch = to_device(raw, device)
+            with autocast(device, amp):
+                outputs = forward(model, batch, decode)
+            outputs = {k: v.float() for k, v in outputs.items()}  # the loss in float32
+            terms = criterion(outputs, batch["targets"])
+            loss = criterion.weighted(terms)
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(
+                    f"loss is {float(loss.detach())}: lower optim.lr or set optim.grad_clip"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            steps += 1
+            for k, v in {"loss": loss, **terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.update(task, advance=1, loss=f"{sums['loss'] / steps:.4g}")
     return {k: v / max(steps, 1) for k, v in sums.items()}
+
+
+def _length(loader: Iterable[Any]) -> int | None:
+    """Batches in `loader`, None where it has no length (the bar then counts without a total)."""
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 class Predicted(NamedTuple):

@@ -166,7 +166,11 @@ def train(
     scheduler = build_scheduler(optimizer, cfg.optim, sum(p.epochs for p in phases))
     use_fp16 = device.type == "cuda" and cfg.optim.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
-    store_ids = [{"root": str(s.root), "manifest_sha256": manifest_hash(s)} for s in stores]
+    # Each store's dataset root too: `ppt-labels report` draws held-out images from it.
+    store_ids = [
+        {"root": str(s.root), "data_root": str(root), "manifest_sha256": manifest_hash(s)}
+        for s, root in zip(stores, data_roots, strict=True)
+    ]
     models = {
         "clip": {"model": clip.name, "weights": clip.weights_id},
         "sam": {"variant": sam.variant, "weights": sam.weights_id},
