@@ -115,6 +115,13 @@ def _finished_shard(
     return done
 
 
+def _recorded_result(entry: dict[str, Any]) -> ShardResult:
+    """A verified shard's result, as its stage record lists it."""
+    return ShardResult(entry["name"], entry["rows"], entry["sha256"], entry["rejects"],
+                       entry["rejects_sha256"], skipped=True,
+                       arrays_sha256=entry.get("arrays_sha256"))  # fmt: skip
+
+
 def upstream_config(task: ShardTask, stage: str) -> dict[str, Any]:
     """The config upstream stage `stage` ran with (its record), for one of `task`'s inputs."""
     return record_of_shard(task.inputs[stage])["config"]
@@ -187,6 +194,7 @@ def run_stage(
     stage_fp = hashing.fingerprint(config_hash, per_shard_inputs)
 
     existing = _previous_record(ctx.store, spec.name)
+    verified: dict[str, ShardResult] = {}  # shards of an unchanged stage just found intact
     if existing is not None and existing.get("fingerprint") == stage_fp and not force:
         cache = HashCache(ctx.store)
         damaged = damaged_shards(out_dir, existing, cache)
@@ -196,6 +204,8 @@ def run_stage(
             return existing
         for problem in damaged.values():
             log.warning("%s: %s; recomputing that shard", spec.name, problem)
+        verified = {e["name"]: _recorded_result(e) for e in existing["shards"]
+                    if e["name"] not in damaged}  # fmt: skip
     previous = {s["name"]: s for s in existing["shards"]} if existing else {}
 
     # Any change makes the store incomplete until the manifest is written again.
@@ -205,6 +215,8 @@ def run_stage(
     tasks = []
     for k in range(n_shards):
         name = shards.shard_name(k)
+        if name in verified:  # hashed a moment ago: not read again
+            continue
         if force:
             (out_dir / name).unlink(missing_ok=True)
         tasks.append(
@@ -225,7 +237,8 @@ def run_stage(
                 expected=None if force else previous.get(name),
             )
         )
-    results = executor.map(execute_shard, tasks, spec.name)
+    computed = {r.name: r for r in executor.map(execute_shard, tasks, spec.name)}
+    results = [verified.get(n) or computed[n] for n in map(shards.shard_name, range(n_shards))]
     keep = {r.name for r in results}
     shards.remove_stale(out_dir, keep)
     shards.remove_stale(out_dir / REJECTS_DIR, keep)
