@@ -1,8 +1,9 @@
 """The store lock: one writer at a time per label store, named when another one holds it.
 
-Every command that writes a store (build, stage, finalize, a Select round, validate --repair,
-export) holds `<store>/.ppt-lock` exclusively while it writes. A second writer fails at once with
-one line naming the holder (host, pid, command, since when), or, with `--wait`, waits for it.
+Every command that writes a store (build, stage, finalize, a Select round, validate --repair)
+holds `<store>/.ppt-lock` exclusively while it writes (export only reads a store). A second
+writer fails at once with one line naming the holder (host, pid, command, since when), or, with
+`--wait`, waits for it.
 
 `fcntl.flock` rather than the `filelock` package: the holder's record is written into the lock
 file itself, and filelock opens its file with O_TRUNC on every attempt, which would erase the
