@@ -72,6 +72,9 @@ class DataConfig:
     train_splits: tuple[str, ...] = ("train",)  # samples of these splits train
     eval_splits: tuple[str, ...] = ("val",)  # evaluated after every stage and at the end
     eval_every: int = 1  # evaluate every N epochs (0 = only at the end of the run)
+    # shuffled batches keep an image's expressions together (trainer.data.batches: fewer
+    # feature reads, correlated samples per batch); off: the batches of a plain shuffle
+    group_by_image: bool = False
 
 
 @dataclass(frozen=True)

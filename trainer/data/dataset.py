@@ -1,38 +1,45 @@
-"""Samples as tensors: cached features and the E pseudo-label targets, batched.
+"""Samples as tensors: cached features and the E pseudo-label targets, read a batch at a time.
 
-`PromptDataset` yields, per sample (shapes without the batch dimension):
+`PromptDataset.__getitems__` (what the loader calls with one batch's sample indices) returns
+the batch itself, read with one gather per array (shapes with B samples):
 
-    stages         N × (G*G, C_n)   cached CLIP stage features of its image
-    words          (T, C_t)         cached word features of its expression, padding trimmed
-    sam_embedding  (256, 64, 64)    cached SAM image embedding (only where SAM decodes: eval,
-                                    Select, mask losses)
-    sam_tokens     (S*S, 256)       the embedding pooled to the generator's SAM stage, cached
-    size           (2,)             original (H, W)
-    target         masks (E, 256, 256) soft low-res targets in SAM's frame (`lowres_targets`),
-                   points (E, M_t, 2) normalised (x, y), point_labels (E, M_t), referent (E,)
-    sample_id, key (store index, sample_id)
+    stages         N × (B, G*G, C_n) float16  cached CLIP stage features of each image
+    words          (B, T, C_t) float16        cached word features, padded to the batch's longest
+    text_pad       (B, T) bool                True = padding
+    sam_embedding  (B, 256, 64, 64) float16   cached SAM image embedding (only where SAM
+                                              decodes: eval, Select, mask losses)
+    sam_tokens     (B, S*S, 256) float16      the embedding pooled to the generator's SAM stage
+    relevance      (B, R, R) float16          whole-expression relevance, where cached
+    size           (B, 2) int64               original (H, W)
+    targets        B dicts: masks (E, 256, 256) float16 soft low-res targets in SAM's frame
+                   (`trainer.data.target_cache`), points (E, M_t, 2) normalised (x, y),
+                   point_labels (E, M_t), referent (E,), grid (E, S, S) with point maps
+    sample_id, key B ids and (store index, sample_id)
 
-and `collate` batches them: stages (B, G*G, C_n), words padded to the longest T with text_pad
-(B, T) True = padding, sam_embedding (B, 256, 64, 64) and sam_tokens (B, S*S, 256) where present,
-size (B, 2), targets a list of B dicts.
+Features stay float16 on the host (half the bytes through the workers' shared memory and the
+pinned copy); `trainer.loop.engine.to_device` makes them float32 on the device. Targets come from
+the target cache when one is given, else are computed from the RLE (the same numbers).
+`__getitem__` gives one sample in the same layout without the batch dimension, and `collate`
+batches such items (words padded to the longest).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
-
-import functools
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.core.errors import StoreError
 from pipeline.core.rle import decode_rle
 from pipeline.labelling.grid import mask_to_grid
 from trainer.data.feature_cache import ClipCache
 from trainer.data.sam_embeddings import SamEmbeddings
-from trainer.data.samples import Sample
+from trainer.data.sample_index import Sample, SampleIndex
+from trainer.data.target_cache import TargetCache, lowres_target
 from trainer.network.soft_sam import lowres_targets
 
 
@@ -47,20 +54,15 @@ def grid_target(mask_rle: str, height: int, width: int, side: int) -> torch.Tens
 def build_target(
     sample: Sample, long_side: int = 1024, masks: bool = True, grid_side: int = 0
 ) -> dict[str, torch.Tensor]:
-    """The criterion's target of one sample (module docstring); E = candidates with masks.
+    """The criterion's target of one `Sample` object, computed from its RLEs (float32); E =
+    candidates with masks. The loader reads the same targets from columns (`PromptDataset`).
 
     With `masks=False` the low-res masks are left out (a loss that does not read them); with
     `grid_side` the masks pooled to that grid are added as "grid" (E, S, S) (point maps).
     """
     cands = sample.candidates
     if not cands:
-        return {
-            "masks": torch.zeros(0, long_side // 4, long_side // 4),
-            "points": torch.zeros(0, 1, 2),
-            "point_labels": torch.zeros(0, 1),
-            "referent": torch.zeros(0, dtype=torch.int64),
-            "grid": torch.zeros(0, grid_side, grid_side),
-        }
+        return _empty_target(long_side // 4, grid_side)
     m = min(len(c.points) for c in cands)
     if m == 0:  # no points stored: the mask still trains, one dummy point at its centre
         points = torch.full((len(cands), 1, 2), 0.5)
@@ -85,6 +87,24 @@ def build_target(
     return target
 
 
+def _empty_target(lowres: int, grid_side: int) -> dict[str, torch.Tensor]:
+    return {
+        "masks": torch.zeros(0, lowres, lowres),
+        "points": torch.zeros(0, 1, 2),
+        "point_labels": torch.zeros(0, 1),
+        "referent": torch.zeros(0, dtype=torch.int64),
+        "grid": torch.zeros(0, grid_side, grid_side),
+    }
+
+
+def _take(array: Any, rows: np.ndarray) -> np.ndarray:
+    """array[rows] for a numpy array or a lazy Zarr one (each distinct row read once)."""
+    if isinstance(array, np.ndarray):
+        return array[rows]
+    unique, inverse = np.unique(rows, return_inverse=True)
+    return np.asarray(array.oindex[unique])[inverse]
+
+
 class PromptDataset(Dataset):
     """Samples with their cached features and targets (module docstring).
 
@@ -96,54 +116,197 @@ class PromptDataset(Dataset):
         target_masks: include the targets' low-res masks (losses that read them).
         embeddings: include the full SAM embeddings (whenever SAM decodes the points).
         grid_side: add the targets' masks pooled to this grid (point_mode "map"); 0: none.
+        targets: per store, its `TargetCache` (with `grid_side` when one is asked); None:
+            targets are computed from the RLEs on every read.
     """
 
     def __init__(
         self,
-        samples: Sequence[Sample],
+        samples: SampleIndex,
         clip_caches: Sequence[ClipCache],
         sam_embeddings: Sequence[SamEmbeddings],
         with_targets: bool = True,
         target_masks: bool = True,
         embeddings: bool = True,
         grid_side: int = 0,
+        targets: Sequence[TargetCache] | None = None,
     ) -> None:
-        self.samples = list(samples)
+        self.index = samples
         self.target_masks, self.embeddings, self.grid_side = target_masks, embeddings, grid_side
         self.clip_caches, self.sam_embeddings = list(clip_caches), list(sam_embeddings)
         self.with_targets = with_targets
+        self.targets = None if targets is None else list(targets)
+        # Every lookup by string is done here, once: workers then read integer columns only.
+        n = len(samples)
+        shas = samples.image_sha256.to_pylist()
+        ids = samples.sample_id.to_pylist()
+        stores = samples.store
+        self.image_row = np.zeros(n, np.int64)  # row in its store's CLIP cache
+        self.sample_row = np.zeros(n, np.int64)
+        self.sam_part = np.full(n, -1, np.int64)  # which array in self.sam_arrays (-1: none)
+        self.sam_row = np.zeros(n, np.int64)
+        self.sam_arrays: list[Any] = []
+        seen: dict[int, int] = {}
+        for i, (store, sha, sid) in enumerate(zip(stores.tolist(), shas, ids, strict=True)):
+            cache = self.clip_caches[store]
+            self.image_row[i], self.sample_row[i] = cache.image_row[sha], cache.sample_row[sid]
+            where = self.sam_embeddings[store].where.get(sha)
+            if where is None:
+                continue  # without an embedding: only a batch that asks for it fails
+            array, self.sam_row[i] = where
+            if id(array) not in seen:
+                seen[id(array)] = len(self.sam_arrays)
+                self.sam_arrays.append(array)
+            self.sam_part[i] = seen[id(array)]
+        self.target_row = None
+        if self.targets is not None and with_targets:
+            self.target_row = np.full(len(samples.cand_idx), -1, np.int64)
+            owner = np.repeat(np.arange(n), np.diff(samples.cand_start))  # (m,) its sample
+            cand_ids = samples.sample_id.take(owner)
+            for s, cache in enumerate(self.targets):
+                mine = np.flatnonzero(stores[owner] == s)
+                self.target_row[mine] = cache.rows(cand_ids.take(mine), samples.cand_idx[mine])
+            if (self.target_row < 0).any():
+                raise StoreError(
+                    f"{self.targets[0].path.parent}: the target cache lacks candidates of these "
+                    "samples; delete the cache directory to rebuild it"
+                )
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        s = self.samples[i]
-        cache = self.clip_caches[s.store]
-        item = {
-            "stages": cache.image_stages(s.image_sha256),
-            "words": cache.sample_words(s.sample_id),
-            "size": torch.tensor([s.height, s.width]),
-            "sample_id": s.sample_id,
-            "key": s.key,
-        }
-        tokens = cache.image_sam_tokens(s.image_sha256)
-        if tokens is not None:
-            item["sam_tokens"] = tokens
-        relevance = cache.sample_relevance(s.sample_id)
-        if relevance is not None:
-            item["relevance"] = relevance
-        if self.embeddings or tokens is None:
-            item["sam_embedding"] = self.sam_embeddings[s.store][s.image_sha256]
-        if self.with_targets:
-            item["target"] = build_target(s, masks=self.target_masks, grid_side=self.grid_side)
+        """One sample (module docstring), without the batch dimension."""
+        batch = self.__getitems__([i])
+        item = {k: v[0] for k, v in batch.items() if k not in ("stages", "words", "text_pad")}
+        item["stages"] = [s[0] for s in batch["stages"]]
+        item["words"] = batch["words"][0]
+        if "targets" in item:
+            item["target"] = item.pop("targets")
         return item
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+        """The batch of `indices` (module docstring): what the loader's collate receives."""
+        pos = np.asarray(indices, np.int64)
+        ix, stores = self.index, self.index.store[pos]
+        parts = [(s, np.flatnonzero(stores == s)) for s in np.unique(stores).tolist()]
+        batch: dict[str, Any] = {"stages": self._stages(pos, parts)}
+        batch["words"], batch["text_pad"] = self._words(pos, stores)
+        sizes = np.stack([ix.height[pos], ix.width[pos]], axis=1).astype(np.int64)
+        batch["size"] = torch.from_numpy(sizes)  # (B, 2)
+        batch["sample_id"] = ix.sample_id.take(pos).to_pylist()
+        batch["key"] = list(zip(stores.tolist(), batch["sample_id"], strict=True))
+        tokens = self._per_store(pos, parts, lambda c: c.sam_tokens, self.image_row)
+        if tokens is not None:
+            batch["sam_tokens"] = tokens  # (B, S*S, 256)
+        relevance = self._per_store(pos, parts, lambda c: c.relevance, self.sample_row)
+        if relevance is not None:
+            batch["relevance"] = relevance  # (B, R, R)
+        if self.embeddings or tokens is None:
+            batch["sam_embedding"] = self._embeddings(pos)  # (B, 256, 64, 64)
+        if self.with_targets:
+            batch["targets"] = [self._target(int(i)) for i in pos]
+        return batch
+
+    def _stages(self, pos: np.ndarray, parts: list) -> list[torch.Tensor]:
+        out = None
+        for store, sel in parts:
+            block = _take(self.clip_caches[store].stages, self.image_row[pos[sel]])  # (b, N, ..)
+            if out is None:
+                out = np.empty((block.shape[1], len(pos), *block.shape[2:]), block.dtype)
+            out[:, sel] = block.swapaxes(0, 1)
+        assert out is not None
+        return list(torch.from_numpy(out).unbind(0))  # N × (B, G*G, C_n), each contiguous
+
+    def _words(self, pos: np.ndarray, stores: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [self.clip_caches[s].words[r] for s, r in zip(stores, self.sample_row[pos])]
+        t = max(len(r) for r in rows)
+        words = np.zeros((len(rows), t, rows[0].shape[-1]), rows[0].dtype)  # (B, T, C_t)
+        pad = np.ones((len(rows), t), bool)  # (B, T)
+        for b, r in enumerate(rows):
+            words[b, : len(r)], pad[b, : len(r)] = r, False
+        return torch.from_numpy(words), torch.from_numpy(pad)
+
+    def _per_store(self, pos: np.ndarray, parts: list, array: Any, rows: np.ndarray) -> Any:
+        """(B, ...) of a per-store cache array read at `rows`, None where it is not cached."""
+        out = None
+        for store, sel in parts:
+            source = array(self.clip_caches[store])
+            if source is None:
+                return None
+            block = _take(source, rows[pos[sel]])
+            if out is None:
+                out = np.empty((len(pos), *block.shape[1:]), block.dtype)
+            out[sel] = block
+        return None if out is None else torch.from_numpy(out)
+
+    def _embeddings(self, pos: np.ndarray) -> torch.Tensor:
+        parts, out = self.sam_part[pos], None
+        if (parts < 0).any():
+            missing = self.index.image_sha256[int(pos[np.argmax(parts < 0)])].as_py()
+            raise StoreError(f"no SAM embedding of image {missing}: build the encode stage")
+        for part in np.unique(parts).tolist():
+            sel = np.flatnonzero(parts == part)
+            block = _take(self.sam_arrays[part], self.sam_row[pos[sel]])
+            if out is None:
+                out = np.empty((len(pos), *block.shape[1:]), np.float16)
+            out[sel] = block
+        return torch.from_numpy(out)
+
+    def _target(self, i: int) -> dict[str, torch.Tensor]:
+        """The criterion's target of sample i (module docstring); E = its candidates."""
+        ix = self.index
+        first, last = int(ix.cand_start[i]), int(ix.cand_start[i + 1])
+        if first == last:
+            return _empty_target(256, self.grid_side)
+        counts = np.diff(ix.point_start[first : last + 1])
+        m = int(counts.min())
+        if m == 0:  # no points stored: the mask still trains, one dummy point at its centre
+            points = torch.full((last - first, 1, 2), 0.5)
+            labels = torch.ones(last - first, 1)
+        else:
+            take = (ix.point_start[first:last, None] + np.arange(m)[None]).reshape(-1)
+            points = torch.from_numpy(ix.point_xy[take].reshape(last - first, m, 2))
+            labels = torch.from_numpy(ix.point_label[take].astype(np.float32).reshape(-1, m))
+        target = {
+            "points": points,  # (E, M_t, 2)
+            "point_labels": labels,  # (E, M_t)
+            "referent": torch.from_numpy(ix.referent[first:last].astype(np.int64)),  # (E,)
+        }
+        if self.target_masks:
+            target["masks"] = torch.from_numpy(
+                np.stack([self._mask(c, i) for c in range(first, last)])
+            )  # (E, 256, 256) float16
+        if self.grid_side:
+            target["grid"] = torch.from_numpy(
+                np.stack([self._grid(c, i) for c in range(first, last)])
+            )  # (E, S, S) float32
+        return target
+
+    def _mask(self, c: int, i: int) -> np.ndarray:
+        if self.target_row is not None:
+            return self.targets[self.index.store[i]].mask(self.target_row[c])  # type: ignore[index]
+        mask = decode_rle(self.index.mask_rle[c].as_py(), self.index.height[i], self.index.width[i])
+        return lowres_target(mask).astype(np.float16)
+
+    def _grid(self, c: int, i: int) -> np.ndarray:
+        if self.target_row is not None:
+            return self.targets[self.index.store[i]].grid(self.target_row[c])  # type: ignore[index]
+        ix = self.index
+        rle, h, w = ix.mask_rle[c].as_py(), int(ix.height[i]), int(ix.width[i])
+        return grid_target(rle, h, w, self.grid_side).numpy()
+
+
+def pass_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """The loader's collate: `PromptDataset.__getitems__` already returns the batch."""
+    return batch
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Batch `PromptDataset` items: pad words to the longest T (module docstring)."""
+    """Batch `PromptDataset` items (`__getitem__`): words padded to the longest T."""
     t = max(it["words"].shape[0] for it in items)
     width = items[0]["words"].shape[1]
-    words = torch.zeros(len(items), t, width)  # (B, T, C_t)
+    words = torch.zeros(len(items), t, width, dtype=items[0]["words"].dtype)  # (B, T, C_t)
     pad = torch.ones(len(items), t, dtype=torch.bool)  # (B, T)
     for b, it in enumerate(items):
         n = it["words"].shape[0]

@@ -42,6 +42,7 @@ from pipeline.models.clip_surgery import preprocess_image
 from pipeline.core.errors import StoreError
 from pipeline.models.frozen import FrozenClip
 from pipeline.store.reader import MANIFEST, LabelStore
+from trainer.data.ragged import RaggedRows
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.network.clip_stages import image_stages, resolve_stage_indices, word_features
 from trainer.network.layers import sam_stage_tokens
@@ -251,8 +252,9 @@ class ClipCache:
         self.key = json.loads((self.path / "done.json").read_text())
         group = zarr.open_group(str(self.path / "features.zarr"), mode="r")
         self.stages = _maybe_load(group["stages"], max_memory_bytes)
-        self.words = _maybe_load(group["words"], max_memory_bytes)
         self.word_len = group["word_len"][...]
+        # only the real tokens in memory: the array is padded to the store's longest sentence
+        self.words = RaggedRows.from_padded(group["words"], self.word_len)
         self.sam_tokens = (
             _maybe_load(group["sam_tokens"], max_memory_bytes) if "sam_tokens" in group else None
         )
@@ -283,5 +285,4 @@ class ClipCache:
 
     def sample_words(self, sample_id: str) -> torch.Tensor:
         """(T, C_t) float32 word features of one expression, padding trimmed."""
-        row = self.sample_row[sample_id]
-        return torch.from_numpy(np.asarray(self.words[row, : int(self.word_len[row])])).float()
+        return torch.from_numpy(self.words[self.sample_row[sample_id]]).float()

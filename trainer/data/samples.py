@@ -1,58 +1,32 @@
 """Training samples from label stores: each (image, expression) pair and its E pseudo-labels.
 
-`collect_samples` turns stores into `Sample`s filtered by subset and split; H_ref samples take
-their referent from a Select round when one is given (`selections`: the chosen candidate gets
-c = 1, the others 0, dropped pairs leave), else keep the store's c = 0 ("unknown"). Candidates
-whose mask is missing (rejected by a quality gate) are not targets; samples left with none are
-skipped and counted in the log. `trainer.data.dataset` turns samples into tensors.
+`collect_samples` turns stores into a `SampleIndex` filtered by subset and split; H_ref samples
+take their referent from a Select round when one is given (`selections`: the chosen candidate
+gets c = 1, the others 0, dropped pairs leave), else keep the store's c = 0 ("unknown").
+Candidates whose mask is missing (rejected by a quality gate) are not targets; samples left with
+none are skipped and counted in the log. `trainer.data.dataset` turns samples into tensors.
+
+The index is columns (numpy and Arrow arrays), not a Python object per candidate: at RefCOCO
+size (178k candidates, points included) objects cost about 1 GB, and every forked loader worker
+copies the pages their reference counts touch. `SampleIndex[i]` still gives one `Sample` object
+for the code that wants one (Select, the reference masks of evaluation).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.store.reader import LabelStore
+from trainer.data.sample_index import SUBSETS, Candidate, Sample, SampleIndex
+
+__all__ = ["SUBSETS", "Candidate", "Sample", "SampleIndex", "collect_samples", "subset_counts"]
 
 log = logging.getLogger(__name__)
-
-SUBSETS = ("H_sem", "H_ref", "D_sem", "D_ref")
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One pseudo-label of a sample."""
-
-    cand_idx: int
-    mask_rle: str  # COCO RLE counts at the sample's (height, width)
-    points: tuple[tuple[float, float, int], ...]  # (x, y, label), x / width, y / height
-    referent: int  # c
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One (image, expression) pair of one store."""
-
-    store: int  # index of its store in the list given to `collect_samples`
-    sample_id: str
-    image_sha256: str
-    height: int
-    width: int
-    subset: str
-    split: str
-    candidates: tuple[Candidate, ...] = field(default=())
-
-    @property
-    def key(self) -> tuple[int, str]:
-        """Unique across stores."""
-        return (self.store, self.sample_id)
-
-    def referent(self) -> Candidate | None:
-        """The candidate with c = 1, if any."""
-        return next((c for c in self.candidates if c.referent == 1), None)
-
 
 def collect_samples(
     stores: Sequence[LabelStore],
@@ -60,8 +34,9 @@ def collect_samples(
     splits: Collection[str] | None = None,
     selections: Mapping[int, Mapping[str, int]] | None = None,
     require_targets: bool = True,
-) -> list[Sample]:
-    """The samples of `stores` in `subsets` (and `splits`, all when None).
+) -> SampleIndex:
+    """The samples of `stores` in `subsets` (and `splits`, all when None), in store order and
+    each store's sample order.
 
     Args:
         stores: label stores; a sample's `store` is its index here.
@@ -75,60 +50,86 @@ def collect_samples(
     unknown = set(subsets) - set(SUBSETS)
     if unknown:
         raise ValueError(f"unknown subsets {sorted(unknown)}: choose from {', '.join(SUBSETS)}")
-    out: list[Sample] = []
+    parts = []
     for index, store in enumerate(stores):
         # after a Select round, a store it has no entry for has no kept H_ref pair
         selection = None if selections is None else selections.get(index, {})
-        by_sample: dict[str, list[dict[str, Any]]] = {}
-        columns = [
-            c
-            for c in ("sample_id", "cand_idx", "mask_rle", "points", "referent")
-            if c in store.candidates().column_names
-        ]
-        for cand in store.candidates().select(columns).to_pylist():
-            by_sample.setdefault(cand["sample_id"], []).append(cand)
-        skipped = 0
-        for s in store.samples().to_pylist():
-            subset = s.get("subset")
-            if subset not in subsets or (splits is not None and s["split"] not in splits):
-                continue
-            chosen = None
-            if subset == "H_ref" and selection is not None:
-                chosen = selection.get(s["sample_id"])
-                if chosen is None:
-                    continue  # dropped by Select
-            cands = []
-            for c in by_sample.get(s["sample_id"], []):
-                if not c.get("mask_rle"):
-                    continue  # rejected by a quality gate: no target
-                referent = int(c.get("referent") or 0)
-                if chosen is not None:
-                    referent = int(c["cand_idx"] == chosen)
-                points = tuple((p["x"], p["y"], int(p["label"])) for p in c.get("points") or [])
-                cands.append(Candidate(int(c["cand_idx"]), c["mask_rle"], points, referent))
-            if require_targets and not cands:
-                skipped += 1
-                continue
-            out.append(
-                Sample(
-                    index,
-                    s["sample_id"],
-                    s["image_sha256"],
-                    int(s["height"]),
-                    int(s["width"]),
-                    subset,
-                    s["split"],
-                    tuple(cands),
-                )
-            )
+        part, skipped = _store_part(index, store, subsets, splits, selection, require_targets)
+        parts.append(part)
         if skipped:
             log.info("%s: %d samples skipped, no candidate has a mask", store.root, skipped)
-    return out
+    return SampleIndex.concat(parts)
 
 
-def subset_counts(samples: Sequence[Sample]) -> dict[str, int]:
+def _store_part(
+    index: int,
+    store: LabelStore,
+    subsets: Collection[str],
+    splits: Collection[str] | None,
+    selection: Mapping[str, int] | None,
+    require_targets: bool,
+) -> tuple[SampleIndex, int]:
+    """One store's columns (`collect_samples`) and the count of samples skipped for no mask."""
+    samples = store.samples()
+    n = samples.num_rows
+    if "subset" not in samples.column_names:  # no split stage yet: no sample has a subset
+        return SampleIndex.empty(), 0
+    subset = samples.column("subset")
+    keep = pc.fill_null(pc.is_in(subset, pa.array(list(subsets), pa.string())), False)
+    if splits is not None:
+        keep = pc.and_(keep, pc.is_in(samples.column("split"), pa.array(list(splits))))
+    keep_np = keep.to_numpy(zero_copy_only=False)
+    ids = samples.column("sample_id").combine_chunks()
+
+    names = store.candidates().column_names
+    columns = [c for c in ("sample_id", "cand_idx", "mask_rle", "points", "referent") if c in names]
+    cands = store.candidates().select(columns)
+    if "mask_rle" not in names:  # no masks stage: no candidate is a target
+        cands = cands.slice(0, 0).append_column("mask_rle", pa.array([], pa.string()))
+    # rejected by a quality gate (no mask): no target
+    has_mask = pc.fill_null(pc.greater(pc.utf8_length(cands.column("mask_rle")), 0), False)
+    cands = cands.filter(has_mask)
+    owner = _positions(cands.column("sample_id"), ids)  # (m,) its sample's row, -1: none
+    referent = (
+        pc.fill_null(cands.column("referent"), 0).to_numpy(zero_copy_only=False).astype(np.int8)
+        if "referent" in names
+        else np.zeros(cands.num_rows, np.int8)
+    )
+    cand_idx = cands.column("cand_idx").to_numpy(zero_copy_only=False).astype(np.int32)
+
+    subset_np = subset.to_numpy(zero_copy_only=False)
+    if selection is not None:  # H_ref: the kept pairs only, c = 1 on the chosen candidate
+        is_ref = keep_np & (subset_np == "H_ref")
+        chosen = np.full(n, -1, np.int64)
+        pos = _positions(pa.array(list(selection), pa.string()), ids)
+        valid = pos >= 0
+        chosen[pos[valid]] = np.fromiter(selection.values(), np.int64, len(selection))[valid]
+        keep_np = keep_np & ~(is_ref & (chosen < 0))
+        sel = (owner >= 0) & is_ref[np.maximum(owner, 0)]
+        referent = np.where(sel, cand_idx == chosen[np.maximum(owner, 0)], referent)
+        referent = referent.astype(np.int8)
+
+    counts = np.bincount(owner[owner >= 0], minlength=n)
+    skipped = 0
+    if require_targets:
+        skipped = int((keep_np & (counts == 0)).sum())
+        keep_np = keep_np & (counts > 0)
+    rows = np.flatnonzero(keep_np)
+    part = SampleIndex.from_store(index, samples, rows, cands, owner, cand_idx, referent)
+    return part, skipped
+
+
+def _positions(values: pa.Array | pa.ChunkedArray, among: pa.Array) -> np.ndarray:
+    """(len(values),) int64 position of each value in `among`, -1 where absent."""
+    return pc.fill_null(pc.index_in(values, value_set=among), -1).to_numpy().astype(np.int64)
+
+
+def subset_counts(samples: Sequence[Sample] | SampleIndex) -> dict[str, int]:
     """Samples per subset (for the log and for skipping empty stages)."""
     counts = dict.fromkeys(SUBSETS, 0)
+    if isinstance(samples, SampleIndex):
+        counts.update(samples.subset_counts())
+        return counts
     for s in samples:
         counts[s.subset] += 1
     return counts

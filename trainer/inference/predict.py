@@ -23,8 +23,10 @@ from pipeline.models.frozen import FrozenClip, FrozenSam
 from pipeline.models.options import ModelOptions
 from pipeline.store.reader import LabelStore
 from trainer.config import TrainConfig, config_from_dict
-from trainer.data.dataset import PromptDataset, collate
+from trainer.data.batches import Batches
+from trainer.data.dataset import PromptDataset
 from trainer.data.feature_cache import ClipCache, build_clip_cache
+from trainer.data.loaders import make_loader
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import SUBSETS, collect_samples
 from trainer.loop.checkpoint import load_checkpoint
@@ -92,12 +94,14 @@ def predict_store_points(
     samples = collect_samples([store], SUBSETS, splits, require_targets=False)
     if sample_ids is not None:
         wanted = set(sample_ids)
-        samples = [s for s in samples if s.sample_id in wanted]
-        missing = wanted - {s.sample_id for s in samples}
+        ids = samples.sample_id.to_pylist()
+        samples = samples.take([i for i, sid in enumerate(ids) if sid in wanted])
+        missing = wanted - set(samples.sample_id.to_pylist())
         if missing:
             raise StoreError(
                 f"{store.root}: {len(missing)} unknown sample ids, e.g. {min(missing)}"
             )
     dataset = PromptDataset(samples, [ClipCache(path)], [SamEmbeddings(store, sam)], False)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    pin = torch.device(device).type == "cuda"
+    loader = make_loader(dataset, Batches(len(samples), batch_size), 0, pin)
     return {p.key[1]: p for p in predict_masks(model, loader, sam, torch.device(device))}

@@ -42,13 +42,19 @@ Key = tuple[int, str]  # (store index, sample_id)
 def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
     """Move a collated batch's tensors (and its targets') to `device`."""
     out = dict(batch)
-    out["stages"] = [s.to(device, non_blocking=True) for s in batch["stages"]]
+    out["stages"] = [_to(s, device) for s in batch["stages"]]
     for k in ("words", "text_pad", "sam_embedding", "sam_tokens", "relevance", "size"):
         if k in batch:
-            out[k] = batch[k].to(device, non_blocking=True)
+            out[k] = _to(batch[k], device)
     if "targets" in batch:
-        out["targets"] = [{k: v.to(device) for k, v in t.items()} for t in batch["targets"]]
+        out["targets"] = [{k: _to(v, device) for k, v in t.items()} for t in batch["targets"]]
     return out
+
+
+def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """On `device`; float16 host features (the loader's) become float32 there, after the copy."""
+    x = x.to(device, non_blocking=True)
+    return x.float() if x.dtype == torch.float16 else x
 
 
 def needs_masks(criterion: SetCriterion) -> bool:

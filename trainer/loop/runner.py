@@ -36,9 +36,10 @@ from pipeline.scoring.metrics import SUMMARY_KEYS
 from pipeline.store.reader import LabelStore
 from pipeline.store.validate import verify_store
 from trainer.config import OptimConfig, TrainConfig, config_to_dict
-from trainer.data.dataset import PromptDataset, collate
+from trainer.data.batches import Batches
+from trainer.data.dataset import PromptDataset
 from trainer.data.feature_cache import ClipCache, build_clip_cache, manifest_hash
-from trainer.data.loaders import TrainingData
+from trainer.data.loaders import TrainingData, make_loader
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import SUBSETS, collect_samples
 from trainer.loop.checkpoint import LAST, check_stores, load_checkpoint, restore
@@ -111,6 +112,9 @@ def prepare_data(
         sam_embeddings=[SamEmbeddings(s, sam) for s in stores],
         train_splits=cfg.data.train_splits,
         grid_side=cfg.model.sam_stage if cfg.model.point_mode == "map" else 0,
+        cache_dir=Path(cache_dir),  # the target caches sit beside the CLIP caches
+        pin_memory=torch.device(clip.device).type == "cuda",
+        group_by_image=cfg.data.group_by_image,
     )
 
 
@@ -118,12 +122,9 @@ def eval_loader(data: TrainingData, splits: Sequence[str], batch_size: int) -> t
     """Loader over every sample of `splits` (any subset, no targets) and its samples."""
     samples = collect_samples(data.stores, SUBSETS, splits, require_targets=False)
     dataset = PromptDataset(samples, data.clip_caches, data.sam_embeddings, with_targets=False)
-    sampler = None
-    if dist.is_available() and dist.is_initialized():
-        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=False)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate
-    )
+    batches = Batches(len(samples), batch_size)  # in order; each rank its share under DDP
+    loader = make_loader(dataset, data.share(batches) if data.share else batches, 0,
+                         data.pin_memory)  # fmt: skip
     return loader, samples
 
 
