@@ -22,8 +22,10 @@ from pipeline.store.rounds import SELECTION, read_selection, selection_path
 from pipeline.store.validate import validate
 from tests.helpers import REPO, SAM_VIT_T, SMALL_PARAMS, TEST_MODELS, TINY_TRAIN, needs_sam
 from trainer.config import config_from_dict, load_config
+from trainer.data.batches import Batches
 from trainer.data.dataset import build_target, collate
 from trainer.data.feature_cache import CacheSpec, ClipCache, build_clip_cache
+from trainer.data.loaders import TrainingData
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import collect_samples
 from trainer.loop.curriculum import curriculum_phases
@@ -187,6 +189,40 @@ def test_feature_cache_is_built_once_and_matches_clip(
     torch.testing.assert_close(words, ref.words[0, : len(words)], atol=2e-2, rtol=2e-2)
     emb = SamEmbeddings(store, sam_t)
     assert emb[row["image_sha256"]].shape == (256, 64, 64)
+    _loader_reads_what_the_samples_say(store, cache, emb, tmp_path)
+
+
+def _loader_reads_what_the_samples_say(
+    store: LabelStore, cache: ClipCache, emb: SamEmbeddings, tmp_path: Path
+) -> None:
+    """The batched float16 loader against each sample's own features and its RLE targets
+    (`build_target`), and its worker kept across epochs (on the cache just built)."""
+    data = TrainingData([store], [cache], [emb], ("train",), cache_dir=tmp_path)
+    samples = data.samples(("H_sem", "H_ref", "D_sem", "D_ref"), None, unselected=True)
+    loader = data.loader(samples, 8, 1, 7, target_masks=True)
+    batches = list(loader)
+    assert [b["sample_id"] for b in batches] == [
+        [samples[i].sample_id for i in ids] for ids in Batches(len(samples), 8, 7)
+    ]
+    for b in (batches[0], batches[-1]):
+        assert b["sam_embedding"].dtype == b["stages"][0].dtype == torch.float16
+        for j, sid in enumerate(b["sample_id"]):
+            sample = next(s for s in samples if s.sample_id == sid)
+            torch.testing.assert_close(b["stages"][1][j].float(),
+                                       cache.image_stages(sample.image_sha256)[1])  # fmt: skip
+            words = cache.sample_words(sid)
+            torch.testing.assert_close(b["words"][j, : len(words)].float(), words)
+            assert not b["text_pad"][j, : len(words)].any() and b["text_pad"][j, len(words) :].all()
+            torch.testing.assert_close(b["sam_embedding"][j].float(), emb[sample.image_sha256])
+            ref, got = build_target(sample), b["targets"][j]
+            torch.testing.assert_close(got["masks"].float(), ref["masks"], atol=1e-3, rtol=0)
+            assert torch.equal(got["masks"] > 0.5, ref["masks"] > 0.5)
+            for k in ("points", "point_labels", "referent"):
+                assert torch.equal(got[k], ref[k]), k
+    assert data.loader(samples, 8, 1, 8, target_masks=True) is loader  # same workers, re-seeded
+    assert [b["sample_id"] for b in loader] == [
+        [samples[i].sample_id for i in ids] for ids in Batches(len(samples), 8, 8)
+    ]
 
 
 def _train(cfg, store: Path, root: Path, out: Path, clip, sam, **kw):

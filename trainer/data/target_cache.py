@@ -170,7 +170,8 @@ class TargetCache:
 
         def keys(ids: pa.Array, idx: np.ndarray) -> pa.Array:
             text = pa.array(idx.astype(str), pa.large_string())
-            return pc.binary_join_element_wise(ids.cast(pa.large_string()), text, "\x1f")
+            sep = pa.scalar("\x1f", pa.large_string())
+            return pc.binary_join_element_wise(ids.cast(pa.large_string()), text, sep)
 
         found = pc.index_in(keys(sample_ids, cand_idx), value_set=keys(self.ids, self.cand_idx))
         return pc.fill_null(found, -1).to_numpy().astype(np.int64)
