@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from pipeline.core.errors import StoreError
 from pipeline.core.rle import decode_rle
@@ -103,6 +103,33 @@ def _take(array: Any, rows: np.ndarray) -> np.ndarray:
         return array[rows]
     unique, inverse = np.unique(rows, return_inverse=True)
     return np.asarray(array.oindex[unique])[inverse]
+
+
+def _empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    """An uninitialised output tensor; in a loader worker, in shared memory from the start (as
+    torch's default_collate does), so that handing the batch to the main process copies none."""
+    proto = torch.from_numpy(np.empty(0, dtype))
+    if get_worker_info() is None:
+        return proto.new_empty(shape)
+    numel = int(np.prod(shape))
+    return proto.new(proto._typed_storage()._new_shared(numel)).resize_(shape)
+
+
+def _gather(reads: list[tuple[Any, np.ndarray, np.ndarray]], n: int) -> torch.Tensor:
+    """(n, ...) rows of several arrays: each (array, rows, slots) puts array[rows] at
+    out[slots]. Every row is copied once, straight into the output; a Zarr row read once."""
+    first = reads[0][0]
+    out = _empty((n, *first.shape[1:]), first.dtype)
+    view = out.numpy()
+    for array, rows, slots in reads:
+        if len(reads) == 1 and isinstance(array, np.ndarray):
+            np.take(array, rows, axis=0, out=view, mode="clip")  # one source, in batch order
+        elif isinstance(array, np.ndarray):
+            for row, slot in zip(rows.tolist(), slots.tolist(), strict=True):
+                view[slot] = array[row]
+        else:
+            view[slots] = _take(array, rows)
+    return out
 
 
 class PromptDataset(Dataset):
@@ -205,21 +232,41 @@ class PromptDataset(Dataset):
         if self.embeddings or tokens is None:
             batch["sam_embedding"] = self._embeddings(pos)  # (B, 256, 64, 64)
         if self.with_targets:
-            batch["targets"] = [self._target(int(i)) for i in pos]
+            batch["targets"] = self._targets(pos)
         return batch
 
+    def _targets(self, pos: np.ndarray) -> list[dict[str, torch.Tensor]]:
+        """Each sample's target; their masks are views of one (ΣE, 256, 256) float16 block."""
+        starts, ends = self.index.cand_start[pos], self.index.cand_start[pos + 1]
+        at = np.concatenate([[0], np.cumsum(ends - starts)]).tolist()
+        targets = [self._target(int(i)) for i in pos]
+        if self.target_masks:
+            masks = _empty((at[-1], 256, 256), np.dtype(np.float16))
+            view = masks.numpy()
+            for b, i in enumerate(pos.tolist()):
+                for k, c in enumerate(range(int(starts[b]), int(ends[b]))):
+                    view[at[b] + k] = self._mask(c, i)
+            for b, target in enumerate(targets):
+                target["masks"] = masks[at[b] : at[b + 1]]  # (E, 256, 256)
+        return targets
+
     def _stages(self, pos: np.ndarray, parts: list) -> list[torch.Tensor]:
-        out = None
-        for store, sel in parts:
-            block = _take(self.clip_caches[store].stages, self.image_row[pos[sel]])  # (b, N, ..)
-            if out is None:
-                out = np.empty((block.shape[1], len(pos), *block.shape[2:]), block.dtype)
-            out[:, sel] = block.swapaxes(0, 1)
-        assert out is not None
-        return list(torch.from_numpy(out).unbind(0))  # N × (B, G*G, C_n), each contiguous
+        arrays = [self.clip_caches[store].stages for store, _ in parts]
+        rows = [self.image_row[pos[sel]] for _, sel in parts]
+        if all(isinstance(a, np.ndarray) for a in arrays):  # each stage gathered contiguous
+            n_stages = arrays[0].shape[1]
+            return [
+                _gather([(a[:, k], r, sel) for a, r, (_, sel)
+                         in zip(arrays, rows, parts, strict=True)], len(pos))
+                for k in range(n_stages)
+            ]  # fmt: skip
+        reads = [(a, r, sel) for a, r, (_, sel) in zip(arrays, rows, parts, strict=True)]
+        block = _gather(reads, len(pos))  # (B, N, G*G, C_n)
+        return [block[:, k].contiguous() for k in range(block.shape[1])]
 
     def _words(self, pos: np.ndarray, stores: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [self.clip_caches[s].words[r] for s, r in zip(stores, self.sample_row[pos])]
+        at = zip(stores.tolist(), self.sample_row[pos].tolist(), strict=True)
+        rows = [self.clip_caches[s].words[r] for s, r in at]
         t = max(len(r) for r in rows)
         words = np.zeros((len(rows), t, rows[0].shape[-1]), rows[0].dtype)  # (B, T, C_t)
         pad = np.ones((len(rows), t), bool)  # (B, T)
@@ -229,32 +276,25 @@ class PromptDataset(Dataset):
 
     def _per_store(self, pos: np.ndarray, parts: list, array: Any, rows: np.ndarray) -> Any:
         """(B, ...) of a per-store cache array read at `rows`, None where it is not cached."""
-        out = None
-        for store, sel in parts:
-            source = array(self.clip_caches[store])
-            if source is None:
-                return None
-            block = _take(source, rows[pos[sel]])
-            if out is None:
-                out = np.empty((len(pos), *block.shape[1:]), block.dtype)
-            out[sel] = block
-        return None if out is None else torch.from_numpy(out)
+        sources = [array(self.clip_caches[store]) for store, _ in parts]
+        if any(source is None for source in sources):
+            return None
+        reads = [(a, rows[pos[sel]], sel) for a, (_, sel) in zip(sources, parts, strict=True)]
+        return _gather(reads, len(pos))
 
     def _embeddings(self, pos: np.ndarray) -> torch.Tensor:
-        parts, out = self.sam_part[pos], None
+        parts = self.sam_part[pos]
         if (parts < 0).any():
             missing = self.index.image_sha256[int(pos[np.argmax(parts < 0)])].as_py()
             raise StoreError(f"no SAM embedding of image {missing}: build the encode stage")
+        reads = []
         for part in np.unique(parts).tolist():
             sel = np.flatnonzero(parts == part)
-            block = _take(self.sam_arrays[part], self.sam_row[pos[sel]])
-            if out is None:
-                out = np.empty((len(pos), *block.shape[1:]), np.float16)
-            out[sel] = block
-        return torch.from_numpy(out)
+            reads.append((self.sam_arrays[part], self.sam_row[pos[sel]], sel))
+        return _gather(reads, len(pos))  # (B, 256, 64, 64) float16
 
     def _target(self, i: int) -> dict[str, torch.Tensor]:
-        """The criterion's target of sample i (module docstring); E = its candidates."""
+        """Sample i's target but its masks (`_targets`); E = its candidates."""
         ix = self.index
         first, last = int(ix.cand_start[i]), int(ix.cand_start[i + 1])
         if first == last:
@@ -273,10 +313,6 @@ class PromptDataset(Dataset):
             "point_labels": labels,  # (E, M_t)
             "referent": torch.from_numpy(ix.referent[first:last].astype(np.int64)),  # (E,)
         }
-        if self.target_masks:
-            target["masks"] = torch.from_numpy(
-                np.stack([self._mask(c, i) for c in range(first, last)])
-            )  # (E, 256, 256) float16
         if self.grid_side:
             target["grid"] = torch.from_numpy(
                 np.stack([self._grid(c, i) for c in range(first, last)])
@@ -319,7 +355,11 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "sample_id": [it["sample_id"] for it in items],
         "key": [it["key"] for it in items],
     }
-    for name in ("sam_embedding", "sam_tokens", "relevance"):  # (B, 256, 64, 64), (B, S*S, 256), (B, R, R)
+    for name in (
+        "sam_embedding",
+        "sam_tokens",
+        "relevance",
+    ):  # (B, 256, 64, 64), (B, S*S, 256), (B, R, R)
         if name in items[0]:
             batch[name] = torch.stack([it[name] for it in items])
     if "target" in items[0]:
