@@ -189,7 +189,8 @@ def best(kept: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
     if not kept:
         return report
     rates = [k for k in report if k.startswith(("steady_", "total_"))]
-    return {**report, **{k: max(kept[k], report[k]) for k in rates}}
+    first = {k: kept[k] for k in ("target_cache_s",) if k in kept}  # built in the first round
+    return {**report, **first, **{k: max(kept[k], report[k]) for k in rates}}
 
 
 def compare_tensors(work: Path) -> dict[str, float]:

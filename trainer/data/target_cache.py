@@ -55,17 +55,18 @@ SCHEMA = pa.schema(
 _CODEC = pa.Codec("zstd", compression_level=3)
 
 
-def _bilinear(n_in: int, n_out: int) -> np.ndarray:
+def _bilinear(n_in: int, n_out: int) -> sparse.csr_matrix:
     """(n_out, n_in) weights of torch's bilinear resize, align_corners=False, no antialias."""
     scale = n_in / n_out
     src = np.maximum((np.arange(n_out) + 0.5) * scale - 0.5, 0.0)
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, n_in - 1)
     frac = src - lo
-    w = np.zeros((n_out, n_in))
-    np.add.at(w, (np.arange(n_out), lo), 1.0 - frac)
-    np.add.at(w, (np.arange(n_out), hi), frac)
-    return w
+    rows = np.concatenate([np.arange(n_out)] * 2)
+    # duplicates (hi == lo at the last input row) are summed by the sparse constructor
+    return sparse.csr_matrix(
+        (np.concatenate([1.0 - frac, frac]), (rows, np.concatenate([lo, hi]))), (n_out, n_in)
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -73,9 +74,10 @@ def lowres_matrix(n_in: int, n_resized: int, long_side: int, lowres: int) -> spa
     """(lowres, n_in) operator along one axis: bilinear n_in → n_resized, zero-pad to
     long_side, mean over long_side / lowres cells. `lowres_target` applies it to both axes."""
     cell = long_side // lowres
-    pool = np.zeros((lowres, long_side))
-    pool[np.arange(long_side) // cell, np.arange(long_side)] = 1.0 / cell
-    return sparse.csr_matrix((pool[:, :n_resized] @ _bilinear(n_in, n_resized)).astype(np.float32))
+    cols = np.arange(n_resized)  # the padding's columns are zero: left out
+    pool = sparse.csr_matrix((np.full(n_resized, 1.0 / cell), (cols // cell, cols)),
+                             (lowres, n_resized))  # fmt: skip
+    return (pool @ _bilinear(n_in, n_resized)).astype(np.float32).tocsr()
 
 
 def lowres_target(mask: np.ndarray, long_side: int = 1024, lowres: int = 256) -> np.ndarray:
