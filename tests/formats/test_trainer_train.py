@@ -23,8 +23,8 @@ from pipeline.store.validate import validate
 from tests.helpers import REPO, SAM_VIT_T, SMALL_PARAMS, TEST_MODELS, TINY_TRAIN, needs_sam
 from trainer.config import config_from_dict, load_config
 from trainer.data.batches import Batches
-from trainer.data.dataset import build_target, collate
 from trainer.data.feature_cache import CacheSpec, ClipCache, build_clip_cache
+from trainer.data.items import build_target, collate
 from trainer.data.loaders import TrainingData
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import collect_samples
