@@ -135,3 +135,36 @@ def test_deleted_shard_is_rebuilt_on_rerun(store_copy: Path, synthetic_root: Pat
     (store_copy / "phrases" / "_stage.json").unlink()
     build("synthetic", synthetic_root, store_copy, SMALL_PARAMS, InProcessExecutor())
     assert tree_bytes(store_copy) == reference
+
+
+def test_unchanged_inputs_skip_planning_and_changes_are_seen(tmp_path: Path, monkeypatch) -> None:
+    """A no-op ingest re-run never parses the dataset (RefCOCO's instances.json: 35 s); a
+    restored image, a changed image and a changed annotation file each plan again."""
+    from pipeline.data.refer import ReferDataset
+    from tests.helpers import REFER_SAMPLE
+
+    root = tmp_path / "data"
+    shutil.copytree(REFER_SAMPLE, root)
+    store = tmp_path / "store"
+    image = root / open_dataset("refcoco", root).records()[0][0].image_path
+    hidden = image.rename(tmp_path / image.name)  # its records are rejected
+    params = {"ingest": {"shard_size": 8}}
+
+    def ingest() -> int:
+        build("refcoco", root, store, params, InProcessExecutor(), stages=("ingest",))
+        return json.loads((store / "samples" / "_stage.json").read_text())["rows"]
+
+    rows = ingest()
+    real_records = ReferDataset.records
+    monkeypatch.setattr(ReferDataset, "records", lambda *a, **k: pytest.fail("planned again"))
+    assert ingest() == rows  # no-op: not planned
+    hidden.rename(image)  # the missing image is back: planning must see it
+    monkeypatch.setattr(ReferDataset, "records", real_records)
+    more = ingest()
+    assert more > rows
+    monkeypatch.setattr(ReferDataset, "records", lambda *a, **k: pytest.fail("planned again"))
+    assert ingest() == more
+    instances = root / "refcoco" / "instances.json"
+    instances.write_text(instances.read_text() + "\n")  # same JSON, other bytes: re-planned
+    monkeypatch.setattr(ReferDataset, "records", real_records)
+    assert ingest() == more
