@@ -91,8 +91,52 @@ def check_encode(device: torch.device, smoke: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _blobs(rng: np.random.Generator, n: int, grid: int) -> list[np.ndarray]:
+    """`n` smooth (grid, grid) relevance maps, each a Gaussian blob at a random place."""
+    ys, xs = np.mgrid[0:grid, 0:grid] / grid
+    maps = []
+    for _ in range(n):
+        cy, cx, s = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
+        blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * s * s))
+        maps.append((blob + 0.1 * rng.random((grid, grid))).astype(np.float32))
+    return maps
+
+
+def check_masks(device: torch.device, smoke: bool) -> list[dict[str, Any]]:
+    """Candidates/s of the masks stage's path: one image's maps through `prompt_masks` (prompts
+    on SAM's low-res frame, one decoder batch per image), the image's embedding cached."""
+    from segment_anything import SamPredictor
+
+    from pipeline.labelling.prompting import prompt_masks
+    from pipeline.models.encoders import cached_predictor, sam_embeddings
+    from pipeline.models.frozen import build_sam
+    from pipeline.stages.masks import DEFAULT_RULE
+
+    sam_variant = "vit_t" if smoke else "vit_b"
+    sam = build_sam(sam_variant, SAM_VIT_T if smoke else None, allow_random=not smoke,
+                    device=device)  # fmt: skip
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    embedding, sizes = sam_embeddings(sam, [image])
+    predictor = SamPredictor(sam.model)
+    cached_predictor(predictor, embedding[0], image.shape[:2], sizes[0])
+    rows = []
+    # RefCOCO: 7.1 sentences an image, ≈ 2 candidates each; CLIP ViT-B-16 at 448: a 28² grid.
+    for per_image in (2,) if smoke else (16, 64):
+        maps = _blobs(rng, per_image, 28)
+        _reset_peak(device)
+        seconds = timed(lambda m=maps: prompt_masks(DEFAULT_RULE, m, predictor, image.shape[:2]),
+                        device, repeats=1 if smoke else 5)  # fmt: skip
+        rows.append({"what": "masks", "model": f"SAM {sam_variant}, {DEFAULT_RULE}",
+                     "batch": per_image, "per_s": round(per_image / seconds, 2),
+                     "unit": "candidates/s", "peak_mb": _peak_mb(device)})  # fmt: skip
+        print(rows[-1], flush=True)
+    return rows
+
+
 SECTIONS: dict[str, Callable[[torch.device, bool], list[dict[str, Any]]]] = {
     "encode": check_encode,
+    "masks": check_masks,
 }
 
 

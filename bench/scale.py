@@ -218,6 +218,9 @@ def main() -> None:
         default=True,
         help="build refer_sample's label store and project its files",
     )
+    parser.add_argument(
+        "--layout-store", type=Path, help="project the files of this built store instead"
+    )
     args = parser.parse_args()
     stages = tuple(s for s in args.stages.split(",") if s)
     data = args.out / "data"
