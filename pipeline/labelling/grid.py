@@ -53,25 +53,21 @@ def mask_to_grid(mask: np.ndarray, grid: int | tuple[int, int]) -> np.ndarray:
     return area_weights(m.shape[-2], gh) @ m @ area_weights(m.shape[-1], gw).T  # (..., Gh, Gw)
 
 
-def bilinear_weights(n: int, g: int) -> np.ndarray:
-    """(n, g) weights that sample g cell values at n equal pixels' centres, bilinear between cell
-    centres and constant over the outer half cells (torch's align_corners=False)."""
+def _taps(n: int, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps of n equal pixels' centres on g cell centres: (lo, hi, frac), each (n,);
+    constant over the outer half cells (torch's align_corners=False)."""
     src = np.maximum((np.arange(n) + 0.5) * (g / n) - 0.5, 0.0)  # (n,) in cell units
     lo = np.minimum(src.astype(np.int64), g - 1)
-    hi = np.minimum(lo + 1, g - 1)
-    frac = src - lo
-    w = np.zeros((n, g))
-    np.add.at(w, (np.arange(n), lo), 1.0 - frac)
-    np.add.at(w, (np.arange(n), hi), frac)
-    return w
+    return lo, np.minimum(lo + 1, g - 1), src - lo
 
 
 def upsample_map(relevance: np.ndarray, image_size: ImageSize) -> np.ndarray:
     """(G, G) map → (H, W) float32, bilinear between cell centres (the map convention)."""
     r = np.asarray(relevance, dtype=np.float64)
-    wy = bilinear_weights(int(image_size[0]), r.shape[0])  # (H, G)
-    wx = bilinear_weights(int(image_size[1]), r.shape[1])  # (W, G)
-    return (wy @ r @ wx.T).astype(np.float32)
+    lo, hi, f = _taps(int(image_size[0]), r.shape[0])
+    rows = r[lo] * (1 - f)[:, None] + r[hi] * f[:, None]  # (H, G)
+    lo, hi, f = _taps(int(image_size[1]), r.shape[1])
+    return (rows[:, lo] * (1 - f) + rows[:, hi] * f).astype(np.float32)
 
 
 def agreement(mask: np.ndarray, relevance: np.ndarray) -> float:
