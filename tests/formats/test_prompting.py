@@ -124,6 +124,12 @@ class FakePredictor:
         self.is_image_set, self.original_size = True, size
 
 
+def test_a_constant_map_gives_an_empty_mask_without_sam() -> None:
+    fake = FakePredictor((10, 12))  # no model: any decoder call would fail
+    (result,) = prompt_masks("box_points", [np.full((28, 28), 0.5)], fake, (10, 12))
+    assert result.mask.shape == (10, 12) and not result.mask.any() and result.score == 0.0
+
+
 def test_prompt_mask_rejects_bad_input() -> None:
     fake = FakePredictor((10, 12))
     with pytest.raises(ValueError, match="choose one of"):
