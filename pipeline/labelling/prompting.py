@@ -148,7 +148,12 @@ def _decide(
     iou = scores.cpu().numpy()  # (N, C) float32
     best = np.argmax(spec.w_agreement * agree + spec.w_score * iou, axis=1)  # (N,)
     masks = (
-        masks[torch.arange(len(cands)), torch.as_tensor(best, device=masks.device)].cpu().numpy()
+        masks[
+            torch.arange(len(cands), device=masks.device),
+            torch.as_tensor(best, device=masks.device),
+        ]
+        .cpu()
+        .numpy()
     )  # (N, h, w)
     return [
         _Output(logits[i, b], masks[i], float(iou[i, b]), float(agree[i, b]))
