@@ -12,7 +12,8 @@ rows (the masks stage one image's embedding, the trainer one sample's features):
 of a row reads the shard's index (16 bytes a row, at the end of the file) and that row's
 compressed bytes, where one whole-shard chunk would decompress every row to return one. File
 counts then grow with shards: a RefCOCO-size store (142k sentences, ingest.shard_size 512) is
-about 280 shards × 23 files (Parquet data + rejects of seven stages, two Zarr groups).
+278 shards × 22 files (Parquet data + rejects of seven stages, two Zarr groups) ≈ 6.1k files,
+where a file per row made ≈ 345k (`bench/store_layout.py`).
 """
 
 from __future__ import annotations
