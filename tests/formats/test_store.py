@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import zarr
 
 from pipeline.core.errors import StoreError
 from pipeline.data.registry import open_dataset
@@ -121,6 +122,37 @@ def test_unknown_schema_version_is_refused(store_copy: Path) -> None:
     with pytest.raises(StoreError, match="schema_version 99"):
         LabelStore(store_copy)
     assert "schema_version 99" in validate(store_copy)[0]
+
+
+def test_older_schema_version_names_the_rebuild(store_copy: Path) -> None:
+    path = store_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["schema_version"] = SCHEMA_VERSION - 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError) as refused:
+        LabelStore(store_copy)
+    line = str(refused.value)
+    assert "\n" not in line
+    assert (
+        f"`ppt-labels build --dataset synthetic --data-root DATA_ROOT --out {store_copy}`" in line
+    )
+    assert validate(store_copy) == [line]
+
+
+def test_arrays_are_one_file_per_array_per_shard(synthetic_store: Path) -> None:
+    store = LabelStore(synthetic_store)
+    groups = [e["path"] for e in store.manifest["shards"] if e.get("kind") == "zarr"]
+    assert {g.split("/")[0] for g in groups} == {"encode", "attention"}
+    for rel in groups:
+        group = zarr.open_group(str(synthetic_store / rel), mode="r")
+        for name, array in group.arrays():
+            chunk_files = [p for p in (synthetic_store / rel / name).rglob("*") if p.is_file()]
+            chunk_files = [p for p in chunk_files if p.name != "zarr.json"]
+            assert len(chunk_files) <= 1, (rel, name, chunk_files)  # none when the array is empty
+            if array.ndim > 1 and array.shape[0] > 1:
+                assert array.chunks[0] == 1 < array.shards[0] == array.shape[0]  # one row a chunk
+                whole = array[...]
+                assert (array[array.shape[0] - 1] == whole[-1]).all()
 
 
 def test_store_without_manifest_is_incomplete(store_copy: Path) -> None:
