@@ -195,3 +195,16 @@ def test_two_ranks_train_as_one_process_and_resume_across_world_sizes(
     )
     assert _max_diff(_weights(one), _weights(from_one)) <= ATOL
     _same_selection(_selection(store_copy), selection)
+
+
+def test_ranks_split_every_global_batch_into_contiguous_shares() -> None:
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    from trainer.loop.distributed import RankBatches
+
+    batches = BatchSampler(SequentialSampler(range(11)), 8, drop_last=False)  # 8 + 3
+    shares = [list(RankBatches(batches, rank, 3)) for rank in range(3)]
+    assert shares == [[[0, 1, 2], [8]], [[3, 4, 5], [9]], [[6, 7], [10]]]
+    # a global batch smaller than the world: the empty rank repeats its first sample
+    tail = BatchSampler(SequentialSampler(range(9)), 8, drop_last=False)
+    assert [list(RankBatches(tail, rank, 2))[-1] for rank in (0, 1)] == [[8], [8]]

@@ -73,6 +73,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_ep
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1 << 30, gamma=1.0)
 
 
+def leaves_heads_unused(cfg: TrainConfig) -> bool:
+    """Whether a training step leaves some generator parameters without a gradient, which
+    DistributedDataParallel must then look for (a graph traversal a step, so only then): map
+    mode never reads point_head, and without point or mask losses no loss reads the points."""
+    loss = cfg.loss
+    return cfg.model.point_mode == "map" or not (
+        loss.point_l1 or loss.point_bce or loss.mask_dice or loss.mask_bce
+    )
+
+
 def ground_truths(
     stores: Sequence[LabelStore], data_roots: Sequence[Path | None]
 ) -> dict[Key, dict[str, Any]]:
@@ -195,7 +205,9 @@ def train(
         log.info("resuming %s after epoch %d", out_dir / LAST, state.epoch)
     if is_distributed():
         ids = [device.index] if device.type == "cuda" else None
-        model.generator = DistributedDataParallel(model.generator, device_ids=ids)
+        model.generator = DistributedDataParallel(
+            model.generator, device_ids=ids, find_unused_parameters=leaves_heads_unused(cfg)
+        )
 
     loader, eval_samples = eval_loader(data, cfg.data.eval_splits, cfg.optim.batch_size)
     references = reference_masks(eval_samples, ground_truths(stores, data_roots))
