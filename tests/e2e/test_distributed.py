@@ -50,10 +50,13 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(diffs)
 
 
-# torchrun runs this instead of `-m cli.main` once: the same CLI, with spies that record which
-# rank saves checkpoints (keeping epoch 1's), writes rounds, and reads which samples.
+# torchrun runs this instead of `-m cli.main`: the same CLI app, called twice in one launch
+# (two process starts saved: the test's largest cost) for the commands that "--then" separates,
+# with spies that record, one JSON line per call and rank, which rank saves checkpoints (keeping
+# epoch 1's of the first run), writes rounds and reads which samples.
 SPY = """
 import json, os, shutil, sys
+import torch.distributed as dist
 from cli.main import app
 from trainer.loop import curriculum, engine, select
 
@@ -67,7 +70,7 @@ def record(**call):
 def spied_save(path, state):
     save(path, state)
     record(save=state["epoch"])
-    if state["epoch"] == 1:
+    if state["epoch"] == 1 and not os.path.exists(os.environ["KEEP"]):
         shutil.copy(path, os.environ["KEEP"])
 
 def spied_round(root, k, *args):
@@ -80,7 +83,14 @@ def spied_batch(batch, device):
 
 curriculum.save_checkpoint, select.write_round = spied_save, spied_round
 engine.to_device = spied_batch
-sys.exit(app(sys.argv[1:], prog_name="ppt-labels"))
+# The first run's CLI joins the process group; it is kept for the second (gloo's re-joining in
+# one launch races on the rendezvous keys of the first).
+destroy, dist.destroy_process_group = dist.destroy_process_group, lambda: None
+args = sys.argv[1:]
+for i, command in enumerate((args[: args.index("--then")], args[args.index("--then") + 1 :])):
+    record(run=i)
+    app(command, prog_name="ppt-labels", standalone_mode=False)
+destroy()
 """
 
 
@@ -137,6 +147,7 @@ def test_two_ranks_train_as_one_process_and_resume_across_world_sizes(
     cfg = config_from_dict(CONFIG)
     from_one, from_two = tmp_path / "from-one", tmp_path / "from-two"
     from_one.mkdir(), from_two.mkdir()
+    kept = tmp_path / "two-epoch-1.pt"
 
     def run_one(out: Path) -> None:
         # one thread, as each torchrun rank (OMP_NUM_THREADS=1): on 2 busy cores more only contend
@@ -162,39 +173,58 @@ def test_two_ranks_train_as_one_process_and_resume_across_world_sizes(
     monkeypatch.undo()
     selection = _selection(store_copy)
 
-    # Two ranks, uninterrupted, through the CLI with the spies; epoch 1's checkpoint kept.
+    # Two ranks through the CLI with the spies, in one launch: (0) uninterrupted, keeping its
+    # epoch 1; (1) resuming the one process's epoch 1, on a store copy of its own (rounds).
     (tmp_path / "spy.py").write_text(SPY)
+    store_two = tmp_path / "store-two"
+    shutil.copytree(store_copy, store_two)
     two, log = tmp_path / "two", tmp_path / "calls"
-    _torchrun([str(tmp_path / "spy.py")], _cli(config, store_copy, synthetic_root, two, cache),
-              {"SPY_LOG": str(log), "KEEP": str(from_two / "last.pt")})  # fmt: skip
+    args = [*_cli(config, store_copy, synthetic_root, two, cache), "--then",
+            *_cli(config, store_two, synthetic_root, from_one, cache)]  # fmt: skip
+    _torchrun([str(tmp_path / "spy.py")], args, {"SPY_LOG": str(log), "KEEP": str(kept)})
     diff = _max_diff(_weights(one), _weights(two))
     print(f"2 ranks vs 1 process: max |Δ| {diff:.3g}")
     assert diff <= ATOL
     _same_selection(_selection(store_copy), selection)
-    calls = [[json.loads(x) for x in Path(f"{log}.{r}").read_text().splitlines()] for r in (0, 1)]
-    assert [c["save"] for c in calls[0] if "save" in c] == [1, 2]  # rank 0, once an epoch
-    assert [c["round"] for c in calls[0] if "round" in c] == [1]
-    assert not [c for c in calls[1] if "save" in c or "round" in c]
-    # Each rank reads its own share: in every training step the two ranks' samples are
-    # disjoint halves of the batch (the 8-sample batch splits 4 / 4, the last one too here).
-    steps = [[c["batch"] for c in calls[r] if "batch" in c] for r in (0, 1)]
-    assert len(steps[0]) == len(steps[1]) > 0
-    for a, b in zip(*steps, strict=True):
-        assert not {tuple(k) for k in a} & {tuple(k) for k in b}
+    diff = _max_diff(_weights(one), _weights(from_one))
+    print(f"1-process epoch 1 resumed in 2 ranks: max |Δ| {diff:.3g}")
+    assert diff <= ATOL
+    _same_selection(_selection(store_two), selection)
+
+    calls = [_runs(Path(f"{log}.{r}")) for r in (0, 1)]
+    assert [c["save"] for c in calls[0][0] if "save" in c] == [1, 2]  # rank 0, once an epoch
+    assert [c["save"] for c in calls[0][1] if "save" in c] == [2]
+    assert [c["round"] for run in calls[0] for c in run if "round" in c] == [1, 1]
+    assert not [c for run in calls[1] for c in run if "save" in c or "round" in c]
+    # Each rank reads its own share: in every step (training, Select, evaluation) the two
+    # ranks' samples are disjoint (an 8-sample batch splits 4 / 4; no batch here is < 2).
+    for rank0, rank1 in zip(calls[0], calls[1], strict=True):
+        steps = [[c["batch"] for c in run if "batch" in c] for run in (rank0, rank1)]
+        assert len(steps[0]) == len(steps[1]) > 0
+        for a, b in zip(*steps, strict=True):
+            assert not {tuple(k) for k in a} & {tuple(k) for k in b}
     metrics = json.loads((one / "metrics.json").read_text())
     assert json.loads((two / "metrics.json").read_text())["epochs"] == metrics["epochs"] == 2
 
-    # Epoch 1 of two ranks resumes in one process; epoch 1 of one process in two ranks.
+    # Epoch 1 of two ranks resumes in one process.
+    shutil.copy(kept, from_two / "last.pt")
     run_one(from_two)
-    print(f"2-rank epoch 1 → 1 process: max |Δ| {_max_diff(_weights(one), _weights(from_two)):.3g}")
-    assert _max_diff(_weights(one), _weights(from_two)) <= ATOL
+    diff = _max_diff(_weights(one), _weights(from_two))
+    print(f"2-rank epoch 1 resumed in 1 process: max |Δ| {diff:.3g}")
+    assert diff <= ATOL
     _same_selection(_selection(store_copy), selection)
-    _torchrun(["-m", "cli.main"], _cli(config, store_copy, synthetic_root, from_one, cache), {})
-    print(
-        f"1-process epoch 1 → 2 ranks: max |Δ| {_max_diff(_weights(one), _weights(from_one)):.3g}"
-    )
-    assert _max_diff(_weights(one), _weights(from_one)) <= ATOL
-    _same_selection(_selection(store_copy), selection)
+
+
+def _runs(log: Path) -> list[list[dict]]:
+    """A rank's spy records, one list per CLI run."""
+    runs: list[list[dict]] = []
+    for line in log.read_text().splitlines():
+        call = json.loads(line)
+        if "run" in call:
+            runs.append([])
+        else:
+            runs[-1].append(call)
+    return runs
 
 
 def test_ranks_split_every_global_batch_into_contiguous_shares() -> None:
