@@ -26,7 +26,7 @@ from pipeline.store.rounds import selection_path
 from tests.helpers import REPO, SAM_VIT_T, TINY_TRAIN, needs_sam
 from trainer.config import config_from_dict
 
-pytestmark = [pytest.mark.slow, needs_sam]
+pytestmark = pytest.mark.slow
 
 CONFIG = {**TINY_TRAIN, "model": {**TINY_TRAIN["model"], "dropout": 0.0}}
 # Two ranks sum a batch's gradients in another order than one process: float32 rounding only
@@ -135,6 +135,7 @@ def _same_selection(a: list[dict], b: list[dict]) -> None:
         assert x["overlap"] == pytest.approx(y["overlap"], abs=1e-4)
 
 
+@needs_sam
 def test_two_ranks_train_as_one_process_and_resume_across_world_sizes(
     tmp_path: Path, store_copy: Path, synthetic_root: Path, tiny_clip, sam_t, monkeypatch
 ) -> None:
