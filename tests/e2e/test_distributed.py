@@ -50,10 +50,10 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(diffs)
 
 
-# torchrun runs this instead of `-m cli.main`: the same CLI app, called twice in one launch
-# (two process starts saved: the test's largest cost) for the commands that "--then" separates,
-# with spies that record, one JSON line per call and rank, which rank saves checkpoints (keeping
-# epoch 1's of the first run), writes rounds and reads which samples.
+# torchrun runs this instead of `-m cli.main`: the same CLI app, called in one launch (starting
+# processes is the largest cost here) for each of the two commands that "--then" separates, with
+# spies that record, one JSON line per call and rank, which rank saves checkpoints (keeping epoch
+# 1's of the first run), writes rounds and reads which samples.
 SPY = """
 import json, os, shutil, sys
 import torch.distributed as dist
