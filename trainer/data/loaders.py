@@ -1,19 +1,18 @@
 """The training data every curriculum phase shares: the stores, their caches, and loaders.
 
 `TrainingData.samples` picks a phase's samples (H_ref as the last Select round chose them, or
-unlabelled), `TrainingData.loader` batches them: shuffled per epoch, DDP-aware, with the full
-SAM embeddings only where SAM decodes.
+unlabelled), `TrainingData.loader` batches them: shuffled per epoch, each data-parallel rank
+taking its share of every batch (`share`), with the full SAM embeddings only where SAM decodes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from pipeline.store.reader import LabelStore
 from trainer.data.dataset import PromptDataset, collate
@@ -31,6 +30,8 @@ class TrainingData:
     sam_embeddings: list[SamEmbeddings]
     train_splits: tuple[str, ...]
     grid_side: int = 0  # targets' masks pooled to the point maps' grid (point_mode "map")
+    # global batches of sample indices → the ones this rank reads (`trainer.loop.distributed`)
+    share: Callable[[Sampler[list[int]]], Sampler[list[int]]] | None = None
 
     def samples(
         self,
@@ -56,7 +57,8 @@ class TrainingData:
         target_masks: bool = True,
         embeddings: bool = True,
     ) -> DataLoader:
-        """A loader of `samples`; shuffled by `shuffle_seed` (None: in order); DDP-aware.
+        """A loader of `samples` in batches of `batch_size` (this rank's `share` of each);
+        shuffled by `shuffle_seed` (None: in order).
 
         `embeddings`: whether batches carry the full SAM embeddings (SAM decodes: Select, mask
         losses); without them the generator reads its cached SAM stage only.
@@ -65,18 +67,16 @@ class TrainingData:
             samples, self.clip_caches, self.sam_embeddings, target_masks=target_masks,
             embeddings=embeddings, grid_side=self.grid_side,
         )  # fmt: skip
-        if dist.is_available() and dist.is_initialized():
-            sampler: Any = DistributedSampler(
-                dataset, shuffle=shuffle_seed is not None, seed=shuffle_seed or 0
+        if shuffle_seed is not None:
+            sampler: Any = RandomSampler(
+                dataset, generator=torch.Generator().manual_seed(shuffle_seed)
             )
-        elif shuffle_seed is not None:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(shuffle_seed))
         else:
             sampler = SequentialSampler(dataset)
+        batches: Sampler[list[int]] = BatchSampler(sampler, batch_size, drop_last=False)
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=sampler,
+            batch_sampler=self.share(batches) if self.share else batches,
             num_workers=num_workers,
             collate_fn=collate,
         )
