@@ -1,4 +1,8 @@
-"""`ppt-labels train`: the curriculum on label stores (a thin layer over `trainer.loop.runner`)."""
+"""`ppt-labels train`: the curriculum on label stores (a thin layer over `trainer.loop.runner`).
+
+Under `torchrun --nproc_per_node N` each process joins the process group and trains its share
+of every batch (`trainer.loop.distributed`); without torchrun it is one process, as ever.
+"""
 
 from __future__ import annotations
 
@@ -40,13 +44,12 @@ def train(
     models: ModelOptions,
 ) -> None:
     """Train the point generator through the curriculum; writes OUT/last.pt, metrics.json and
-    curves.csv (per-epoch loss and mIoU)."""
-    import torch
-    import torch.distributed as dist
-
+    curves.csv (per-epoch loss and mIoU). Several GPUs (or CPU processes): start it with
+    `torchrun --nproc_per_node N -m cli.main train ...`; --device picks cuda or cpu."""
     from pipeline.models.runtime import resolve_device
     from pipeline.store.reader import LabelStore
     from trainer.config import load_config
+    from trainer.loop.distributed import is_main_process, process_group
     from trainer.loop.runner import frozen_models
     from trainer.loop.runner import train as run_train
 
@@ -57,12 +60,13 @@ def train(
             f"{len(labels)} --labels but {len(data_root)} --data-root: give one root, or one "
             "per store in the same order"
         )
-    device = resolve_device(models.device)
-    if dist.is_available() and dist.is_initialized() and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    stores = [LabelStore(p) for p in labels]
-    clip, sam = frozen_models(stores, cfg.clip.model, models, device)
-    metrics = run_train(cfg, labels, roots, out, clip, sam, device, cache_dir, resume)
+    with process_group(resolve_device(models.device)) as device:
+        stores = [LabelStore(p) for p in labels]
+        clip, sam = frozen_models(stores, cfg.clip.model, models, device)
+        metrics = run_train(cfg, labels, roots, out, clip, sam, device, cache_dir, resume)
+        main = is_main_process()
+    if not main:  # rank 0 reports for every rank
+        return
     ev = metrics["eval"]
     console.print(
         f"[green]trained[/] {metrics['epochs']} epochs in {metrics['wall_s']}s: mIoU "

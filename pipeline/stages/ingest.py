@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from pipeline.data.records import Reject, SourceRecord
 from pipeline.data.registry import open_dataset
 from pipeline.stages.spec import ShardOutput, ShardTask, StageContext, StageSpec
 from pipeline.store import schemas
+from pipeline.store.verify import HashCache
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,31 @@ def _input_hashes(ctx: StageContext, dataset: Any) -> list[tuple[str, str]]:
     )
 
 
+def plan_key(ctx: StageContext, config: dict[str, Any]) -> str:
+    """What `plan` reads, without parsing the dataset: its spec, its annotation files (hashed
+    once per file version: the store's stat-keyed hash cache) and every file under its images
+    directory by name, size and mtime. A RefCOCO-size no-op re-run then costs a directory walk
+    (≈ 0.2 s per 20k images) instead of parsing instances.json and re-planning (≈ 35 s)."""
+    dataset = open_dataset(ctx.dataset, ctx.data_root)
+    cache = HashCache(ctx.store)
+    inputs = []
+    for path in dataset.input_files():
+        path = Path(path)
+        inputs.append([path.relative_to(ctx.data_root).as_posix(),
+                       cache.sha256(path) if path.is_file() else None])  # fmt: skip
+    cache.save()
+    images = []
+    spec = dataset.spec
+    for folder, _, names in os.walk(spec.path(ctx.data_root, spec.images)):
+        for name in names:
+            path = Path(folder) / name
+            st = path.stat()
+            images.append((path.relative_to(ctx.data_root).as_posix(), st.st_size,
+                           st.st_mtime_ns))  # fmt: skip
+    images.sort()
+    return hashing.fingerprint(ctx.dataset, asdict(spec), config, sorted(inputs), images)
+
+
 def provenance(ctx: StageContext, config: dict[str, Any]) -> dict[str, Any]:
     """The dataset's annotation files and their sha256, for the store manifest."""
     dataset = open_dataset(ctx.dataset, ctx.data_root)
@@ -171,6 +198,7 @@ SPEC = StageSpec(
     schema=schemas.SAMPLES,
     run_shard=run_shard,
     plan=plan,
+    plan_key=plan_key,
     read_config=read_config,
     apply_options=apply_options,
     provenance=provenance,

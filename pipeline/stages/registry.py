@@ -3,35 +3,46 @@ order. The only module outside the runner that imports the stage modules."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
+
 from pipeline.data.specs import DatasetSpec
-from pipeline.stages import (
-    attention,
-    augment,
-    encode,
-    ingest,
-    masks,
-    phrases,
-    points,
-    split,
-    transfer,
-)
 from pipeline.stages.spec import StageSpec
 
-STAGES: dict[str, StageSpec] = {
-    spec.name: spec
-    for spec in (
-        ingest.SPEC,
-        phrases.SPEC,
-        split.SPEC,
-        encode.SPEC,
-        attention.SPEC,
-        masks.SPEC,
-        points.SPEC,
-        augment.SPEC,
-        transfer.MASKS_SPEC,
-        transfer.POINTS_SPEC,
-    )
+# Stage name → (module under pipeline.stages, attribute), in pipeline order.
+_SPECS: dict[str, tuple[str, str]] = {
+    "ingest": ("ingest", "SPEC"),
+    "phrases": ("phrases", "SPEC"),
+    "split": ("split", "SPEC"),
+    "encode": ("encode", "SPEC"),
+    "attention": ("attention", "SPEC"),
+    "masks": ("masks", "SPEC"),
+    "points": ("points", "SPEC"),
+    "augment": ("augment", "SPEC"),
+    "transfer_masks": ("transfer", "MASKS_SPEC"),
+    "transfer_points": ("transfer", "POINTS_SPEC"),
 }
+
+
+class _Stages(Mapping[str, StageSpec]):
+    """Stage name → spec, importing a stage's module on first use: a process that runs ingest,
+    phrases or split never imports torch or open_clip (≈ 700 MB of resident memory before any
+    work, in every `ppt-labels stage` process that dvc starts)."""
+
+    def __getitem__(self, name: str) -> StageSpec:
+        module, attr = _SPECS[name]
+        spec = getattr(importlib.import_module(f"pipeline.stages.{module}"), attr)
+        assert spec.name == name, (spec.name, name)
+        return spec
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_SPECS)
+
+    def __len__(self) -> int:
+        return len(_SPECS)
+
+
+STAGES: Mapping[str, StageSpec] = _Stages()
 
 LABEL_STAGES = ("encode", "attention", "masks", "points")
 

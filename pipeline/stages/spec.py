@@ -72,6 +72,10 @@ class StageSpec:
     schema: pa.Schema
     run_shard: Callable[[ShardTask], ShardOutput]
     plan: Callable[[StageContext, dict[str, Any]], list[tuple[Any, str]]] | None = None
+    # Source stages: a cheap digest of everything `plan` reads (input files by stat-cached
+    # hash, the image tree's names, sizes and mtimes). A re-run whose key and config match the
+    # stage record skips planning (parsing a RefCOCO-size dataset) and only verifies shards.
+    plan_key: Callable[[StageContext, dict[str, Any]], str] | None = None
     read_config: Callable[[dict[str, Any]], dict[str, Any]] = lambda section: dict(section)
     # Command-line settings (`StageContext.models`, `max_images`) that override params keys:
     # (section, context) → section. Applied before `read_config`, so the effective values are

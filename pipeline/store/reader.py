@@ -55,6 +55,14 @@ class LabelStore:
         except ValueError as exc:
             raise StoreError(f"{path}: not valid JSON ({exc})") from None
         version = self.manifest.get("schema_version")
+        if isinstance(version, int) and version < min(KNOWN_SCHEMA_VERSIONS):
+            dataset = self.manifest.get("dataset", "NAME")
+            raise StoreError(
+                f"{path}: schema_version {version} is an older layout than this ppt-labels "
+                f"({pipeline.__version__}) reads ({sorted(KNOWN_SCHEMA_VERSIONS)}; version 3 "
+                "shards Zarr arrays into one file per shard); rebuild the store: `ppt-labels build "
+                f"--dataset {dataset} --data-root DATA_ROOT --out {self.root}` (or `dvc repro`)"
+            )
         if version not in KNOWN_SCHEMA_VERSIONS:
             raise StoreError(
                 f"{path}: schema_version {version!r} is not one this ppt-labels "

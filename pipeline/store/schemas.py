@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+# 3: Zarr arrays sharded, one file per array per shard (2: one file per row; refused, rebuilt)
+SCHEMA_VERSION = 3
 
 SAMPLES = pa.schema(
     [

@@ -1,8 +1,19 @@
-"""Sharded Parquet writing: explicit schemas, zero-padded ids, temp-then-rename, fingerprints.
+"""Sharded writing: explicit schemas, zero-padded ids, temp-then-rename, fingerprints.
 
 Every shard carries, in its Parquet key-value metadata, the fingerprint of the work that produced
 it (stage config hash + input shard hashes). A re-run reads only that footer to decide whether the
 shard is already done, so resuming never trusts a file just because it exists.
+
+Arrays (Zarr v3) are written one file per array per shard, not one per row (STYLE 19): a row
+array uses Zarr's sharding codec with one inner chunk per row and one shard file holding up to
+`SHARD_FILE_BYTES` of rows (so a pipeline shard's array is one file, a few for a shard of large
+rows). Sharding rather than one chunk of the whole shard's rows, because readers fetch single
+rows (the masks stage one image's embedding, the trainer one sample's features): a sharded read
+of a row reads the shard's index (16 bytes a row, at the end of the file) and that row's
+compressed bytes, where one whole-shard chunk would decompress every row to return one. File
+counts then grow with shards: a RefCOCO-size store (142k sentences, ingest.shard_size 512) is
+278 shards × 22 files (Parquet data + rejects of seven stages, two Zarr groups) ≈ 6.1k files,
+where a file per row made ≈ 345k (`bench/store_layout.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from pipeline.core.hashing import sha256_file, sha256_tree
 
 FINGERPRINT_KEY = b"ppt.fingerprint"
 SHARD_GLOB = "part-*.parquet"
+SHARD_FILE_BYTES = 256 << 20  # rows of one array per Zarr shard file, at most (one row at least)
 
 
 def shard_name(index: int) -> str:
@@ -75,11 +87,73 @@ def write_json(obj: Any, path: Path) -> None:
     _replace_atomically(tmp, path)
 
 
+def rows_per_file(shape: tuple[int, ...], dtype: Any, max_bytes: int = SHARD_FILE_BYTES) -> int:
+    """Rows of an array of `shape` that one Zarr shard file holds: all of them up to `max_bytes`."""
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    return max(1, min(shape[0], max_bytes // max(row_bytes, 1)))
+
+
+def create_row_array(
+    group: Any,
+    name: str,
+    data: np.ndarray | None = None,
+    shape: tuple[int, ...] | None = None,
+    dtype: Any = None,
+    max_bytes: int = SHARD_FILE_BYTES,
+) -> Any:
+    """Create array `name` in Zarr `group`: one inner chunk per leading-axis row, grouped into
+    shard files of `rows_per_file` rows (with `data`, written now; else empty, of shape, dtype).
+
+    A 1-D array (a value per row, read whole) is plain chunks of `rows_per_file` rows: a per-row
+    index entry (16 bytes) would outweigh its 4-byte rows. Fill an empty one a whole shard file at
+    a time (slices aligned to `rows_per_file`): a partial one is read back and rewritten.
+    """
+    content = {"data": data} if data is not None else {"shape": shape, "dtype": dtype}
+    shape, dtype = (data.shape, data.dtype) if data is not None else (tuple(shape), dtype)
+    if not shape or shape[0] == 0:  # a scalar, or no rows: nothing to shard
+        return group.create_array(name, **content)
+    per_file = rows_per_file(shape, dtype, max_bytes)
+    if len(shape) == 1:
+        return group.create_array(name, **content, chunks=(per_file,))
+    return group.create_array(
+        name, **content, chunks=(1, *shape[1:]), shards=(per_file, *shape[1:])
+    )
+
+
+class RowAppender:
+    """Fills an empty `create_row_array` array batch by batch, one whole shard file per write
+    (a batch that ends inside a file would have that file read back and rewritten per batch)."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+        self.per_file = (array.shards or array.chunks)[0]  # rows of one file
+        self.pending: list[np.ndarray] = []
+        self.written = 0
+
+    def append(self, rows: np.ndarray) -> None:
+        """Queue `rows` (the next rows of the array); write every shard file they complete."""
+        self.pending.append(rows)
+        if sum(len(p) for p in self.pending) >= self.per_file:
+            self._write(whole_files=True)
+
+    def close(self) -> None:
+        """Write what is queued (the last, partly filled file)."""
+        if self.pending:
+            self._write(whole_files=False)
+
+    def _write(self, whole_files: bool) -> None:
+        block = np.concatenate(self.pending)
+        stop = len(block) - len(block) % self.per_file if whole_files else len(block)
+        self.array[self.written : self.written + stop] = block[:stop]
+        self.pending = [block[stop:]] if stop < len(block) else []
+        self.written += stop
+
+
 def write_zarr(arrays: dict[str, np.ndarray], attrs: dict[str, Any], path: Path) -> str:
     """Write arrays as one Zarr v3 group at `path` atomically; returns its tree sha256.
 
-    One chunk per leading-axis row (one image's embedding, one phrase's map): readers fetch
-    single rows, and fixed chunking plus zstd keep the bytes deterministic.
+    Each array is sharded by `create_row_array` (one file per array, one index entry per row):
+    readers fetch single rows, and fixed chunking plus zstd keep the bytes deterministic.
     """
     import zarr
 
@@ -87,8 +161,7 @@ def write_zarr(arrays: dict[str, np.ndarray], attrs: dict[str, Any], path: Path)
     shutil.rmtree(tmp, ignore_errors=True)
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     for name, array in sorted(arrays.items()):
-        chunks = (1, *array.shape[1:]) if array.ndim and array.shape[0] else None
-        group.create_array(name, data=array, chunks=chunks or "auto")
+        create_row_array(group, name, data=array)
     group.attrs.update(attrs)
     if path.exists():
         shutil.rmtree(path)  # the table shard is still absent or stale, so nothing reads it

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import zarr
 
 from pipeline.core.errors import StoreError
 from pipeline.data.registry import open_dataset
@@ -123,6 +124,37 @@ def test_unknown_schema_version_is_refused(store_copy: Path) -> None:
     assert "schema_version 99" in validate(store_copy)[0]
 
 
+def test_older_schema_version_names_the_rebuild(store_copy: Path) -> None:
+    path = store_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["schema_version"] = SCHEMA_VERSION - 1
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError) as refused:
+        LabelStore(store_copy)
+    line = str(refused.value)
+    assert "\n" not in line
+    assert (
+        f"`ppt-labels build --dataset synthetic --data-root DATA_ROOT --out {store_copy}`" in line
+    )
+    assert validate(store_copy) == [line]
+
+
+def test_arrays_are_one_file_per_array_per_shard(synthetic_store: Path) -> None:
+    store = LabelStore(synthetic_store)
+    groups = [e["path"] for e in store.manifest["shards"] if e.get("kind") == "zarr"]
+    assert {g.split("/")[0] for g in groups} == {"encode", "attention"}
+    for rel in groups:
+        group = zarr.open_group(str(synthetic_store / rel), mode="r")
+        for name, array in group.arrays():
+            chunk_files = [p for p in (synthetic_store / rel / name).rglob("*") if p.is_file()]
+            chunk_files = [p for p in chunk_files if p.name != "zarr.json"]
+            assert len(chunk_files) <= 1, (rel, name, chunk_files)  # none when the array is empty
+            if array.ndim > 1 and array.shape[0] > 1:
+                assert array.chunks[0] == 1 < array.shards[0] == array.shape[0]  # one row a chunk
+                whole = array[...]
+                assert (array[array.shape[0] - 1] == whole[-1]).all()
+
+
 def test_store_without_manifest_is_incomplete(store_copy: Path) -> None:
     (store_copy / "manifest.json").unlink()
     with pytest.raises(StoreError, match="incomplete"):
@@ -135,3 +167,36 @@ def test_deleted_shard_is_rebuilt_on_rerun(store_copy: Path, synthetic_root: Pat
     (store_copy / "phrases" / "_stage.json").unlink()
     build("synthetic", synthetic_root, store_copy, SMALL_PARAMS, InProcessExecutor())
     assert tree_bytes(store_copy) == reference
+
+
+def test_unchanged_inputs_skip_planning_and_changes_are_seen(tmp_path: Path, monkeypatch) -> None:
+    """A no-op ingest re-run never parses the dataset (RefCOCO's instances.json: 35 s); a
+    restored image, a changed image and a changed annotation file each plan again."""
+    from pipeline.data.refer import ReferDataset
+    from tests.helpers import REFER_SAMPLE
+
+    root = tmp_path / "data"
+    shutil.copytree(REFER_SAMPLE, root)
+    store = tmp_path / "store"
+    image = root / open_dataset("refcoco", root).records()[0][0].image_path
+    hidden = image.rename(tmp_path / image.name)  # its records are rejected
+    params = {"ingest": {"shard_size": 8}}
+
+    def ingest() -> int:
+        build("refcoco", root, store, params, InProcessExecutor(), stages=("ingest",))
+        return json.loads((store / "samples" / "_stage.json").read_text())["rows"]
+
+    rows = ingest()
+    real_records = ReferDataset.records
+    monkeypatch.setattr(ReferDataset, "records", lambda *a, **k: pytest.fail("planned again"))
+    assert ingest() == rows  # no-op: not planned
+    hidden.rename(image)  # the missing image is back: planning must see it
+    monkeypatch.setattr(ReferDataset, "records", real_records)
+    more = ingest()
+    assert more > rows
+    monkeypatch.setattr(ReferDataset, "records", lambda *a, **k: pytest.fail("planned again"))
+    assert ingest() == more
+    instances = root / "refcoco" / "instances.json"
+    instances.write_text(instances.read_text() + "\n")  # same JSON, other bytes: re-planned
+    monkeypatch.setattr(ReferDataset, "records", real_records)
+    assert ingest() == more

@@ -14,10 +14,13 @@ side. Layout:
     <key>/samples.parquet  sample_id, row
     <key>/done.json        the key's inputs; written last: a cache without it is rebuilt
 
-The cache is built in a temporary directory and renamed, so a killed run leaves nothing half
-read. SAM embeddings are never recomputed: `SamEmbeddings` (trainer.data.sam_embeddings) reads
-the encode stage's arrays of the label store. Readers load everything into memory when it is small
-(`max_memory_bytes`).
+Arrays are sharded as the label store's are (`pipeline.store.shards.create_row_array`): one
+inner chunk per row, so the trainer reads one image's or sample's row, and a shard file of up to
+256 MiB of rows, so the cache is a few files per array, not one per row. `CACHE_FORMAT` is in the
+key: a cache of an older layout is rebuilt, never read. The cache is built in a temporary
+directory and renamed, so a killed run leaves nothing half read. SAM embeddings are never
+recomputed: `SamEmbeddings` (trainer.data.sam_embeddings) reads the encode stage's arrays of the
+label store. Readers load everything into memory when it is small (`max_memory_bytes`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,10 @@ import torch
 from PIL import Image
 from rich.progress import track
 
-from pipeline.models.clip_surgery import preprocess_image
 from pipeline.core.errors import StoreError
+from pipeline.models.clip_surgery import preprocess_image
 from pipeline.models.frozen import FrozenClip
+from pipeline.store import shards
 from pipeline.store.reader import MANIFEST, LabelStore
 from trainer.data.ragged import RaggedRows
 from trainer.data.sam_embeddings import SamEmbeddings
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 IMAGES_SCHEMA = pa.schema([("image_sha256", pa.string()), ("row", pa.int32())])
 SAMPLES_SCHEMA = pa.schema([("sample_id", pa.string()), ("row", pa.int32())])
 DEFAULT_MAX_MEMORY = 4 << 30  # bytes: smaller caches are read into memory once
+CACHE_FORMAT = 2  # 2: sharded Zarr arrays (1: a chunk file per row); part of every cache key
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ def cache_key(store: LabelStore, clip: FrozenClip, spec: CacheSpec) -> dict[str,
     """Everything the cached features depend on."""
     blocks = len(clip.model.visual.transformer.resblocks)
     key = {
+        "format": CACHE_FORMAT,
         "manifest_sha256": manifest_hash(store),
         "clip_model": clip.name,
         "clip_weights": clip.weights_id,
@@ -132,7 +137,7 @@ def build_clip_cache(
 
     group = zarr.open_group(str(tmp / "features.zarr"), mode="w")
     stage_idx = key["stage_indices"]
-    stages_arr = None
+    stages = None
     for start in track(
         range(0, len(order), batch_size), description=f"CLIP features of {store.root.name}"
     ):
@@ -147,27 +152,23 @@ def build_clip_cache(
         )  # (b, 3, S, S)
         feats = image_stages(clip.model.visual, pixels.to(clip.device), stage_idx)
         stacked = torch.stack(feats, dim=1).half().cpu().numpy()  # (b, N, G*G, C)
-        if stages_arr is None:
-            stages_arr = group.create_array(
-                "stages",
-                shape=(len(order), *stacked.shape[1:]),
-                dtype="float16",
-                chunks=(1, *stacked.shape[1:]),
+        if stages is None:
+            shape = (len(order), *stacked.shape[1:])
+            stages = shards.RowAppender(
+                shards.create_row_array(group, "stages", shape=shape, dtype="float16")
             )
-        stages_arr[start : start + len(chunk)] = stacked
+        stages.append(stacked)
+    if stages is not None:
+        stages.close()
     words, pad = _all_words(clip, tokens, batch_size, spec.text_layers)  # (n, T, C_t), (n, T)
-    words_arr = group.create_array(
-        "words", shape=words.shape, dtype="float16", chunks=(1, *words.shape[1:])
-    )
-    words_arr[...] = words.half().numpy()
-    len_arr = group.create_array("word_len", shape=(len(rows),), dtype="int32")
-    len_arr[...] = (~pad).sum(-1).int().numpy()
+    shards.create_row_array(group, "words", data=words.half().numpy())
+    shards.create_row_array(group, "word_len", data=(~pad).sum(-1).int().numpy())
     if spec.relevance:
         maps = _sentence_maps(store, [r["sample_id"] for r in rows])  # (n_samples, R, R)
-        group.create_array("relevance", data=maps, chunks=(1, *maps.shape[1:]))
+        shards.create_row_array(group, "relevance", data=maps)
     if spec.sam_stage:
         tokens_arr = _sam_tokens(store, order, spec.sam_stage)  # (n_images, S*S, 256)
-        group.create_array("sam_tokens", data=tokens_arr, chunks=(1, *tokens_arr.shape[1:]))
+        shards.create_row_array(group, "sam_tokens", data=tokens_arr)
     pq.write_table(
         pa.table({"image_sha256": order, "row": list(range(len(order)))}, schema=IMAGES_SCHEMA),
         tmp / "images.parquet",

@@ -14,7 +14,9 @@ reads it):
     rng         torch CPU (and CUDA) generator states: dropout resumes where it stopped
 
 `last.pt` in the run directory is the latest; resume reads it and the run continues to the same
-final weights as an uninterrupted one.
+final weights as an uninterrupted one. Under torchrun rank 0 alone writes it, holding the
+unwrapped generator's weights, so a checkpoint resumes on any number of ranks (each rank then
+reseeds its dropout per epoch: `trainer.loop.curriculum`).
 """
 
 from __future__ import annotations

@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch.utils.data import DistributedSampler
 
 from pipeline.models.frozen import FrozenSam
 from trainer.config import CurriculumConfig
 from trainer.data.loaders import TrainingData
 from trainer.data.samples import SUBSETS, collect_samples, subset_counts
 from trainer.loop.checkpoint import LAST, save_checkpoint, training_state
+from trainer.loop.distributed import is_main_process, rank_and_world
 from trainer.loop.engine import needs_masks, train_one_epoch
 from trainer.loop.select import select
 from trainer.loss.criterion import SetCriterion
@@ -100,11 +99,6 @@ class RunState:
     epoch: int = 0  # epochs completed over the whole curriculum
     selections: dict[int, dict[str, int]] | None = None  # latest Select round's kept pairs
     history: list[dict[str, Any]] | None = None  # per-epoch curve rows
-
-
-def is_main_process() -> bool:
-    """Rank 0 (or no process group)."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def run_curriculum(
@@ -203,8 +197,9 @@ def run_curriculum(
                 loader = data.loader(
                     samples, batch_size, num_workers, seed * 100_003 + epoch, decode, decode
                 )
-                if isinstance(loader.sampler, DistributedSampler):
-                    loader.sampler.set_epoch(epoch)
+                rank, world = rank_and_world()
+                if world > 1:  # each rank its own dropout draws, reproducible on resume
+                    torch.manual_seed(seed * 100_003 + epoch + 1_000_003 * rank)
                 bar = f"epoch {epoch + 1}/{total} {phase.name}" if is_main_process() else None
                 losses = train_one_epoch(
                     model, criterion, loader, optimizer, device, scaler, amp, grad_clip, bar

@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from rich.progress import TextColumn
 from segment_anything import SamPredictor
 
@@ -30,6 +29,7 @@ from pipeline.models.frozen import FrozenSam
 from pipeline.models.runtime import autocast
 from pipeline.scoring.metrics import intersection_union, summarize
 from trainer.data.samples import Sample
+from trainer.loop.distributed import gather_objects, mean_over_ranks
 from trainer.loss.criterion import SetCriterion
 from trainer.network.prompt_model import PointPromptModel
 from trainer.network.soft_sam import input_size, upscale_masks
@@ -91,6 +91,8 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over `loader`; returns the mean of the weighted loss and of every loss term.
 
+    Under data parallelism the means are over the global batches (averaged over the ranks).
+
     Args:
         scaler: a GradScaler for fp16 autocast (None for bf16 and CPU).
         amp: autocast on CUDA.
@@ -136,7 +138,7 @@ def train_one_epoch(
             for k, v in {"loss": loss, **terms}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.update(task, advance=1, loss=f"{sums['loss'] / steps:.4g}")
-    return {k: v / max(steps, 1) for k, v in sums.items()}
+    return mean_over_ranks({k: v / max(steps, 1) for k, v in sums.items()})
 
 
 def _length(loader: Iterable[Any]) -> int | None:
@@ -265,9 +267,6 @@ def evaluate(
     for p in predict_masks(model, loader, sam, device, amp):
         if p.key in references:
             counts[p.key] = intersection_union(p.mask, _decode(references[p.key]))
-    if dist.is_available() and dist.is_initialized():
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, counts)
-        counts = {k: v for part in gathered for k, v in part.items()}
+    counts = {k: v for part in gather_objects(counts) for k, v in part.items()}
     ordered = [counts[k] for k in sorted(counts)]
     return summarize([c[0] for c in ordered], [c[1] for c in ordered])

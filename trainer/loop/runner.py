@@ -11,6 +11,11 @@ when asked, runs the curriculum, and writes into `out`:
 
 Evaluation scores the eval splits against ground truth where the dataset has it (its
 --data-root), else against the referent pseudo-label.
+
+Under torchrun (`trainer.loop.distributed`) the point generator is wrapped in
+DistributedDataParallel after any resume (a checkpoint of any world size loads, as it holds the
+unwrapped weights); each rank reads its share of every batch, and rank 0 alone writes the CLIP
+cache, the checkpoints, metrics and curves.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.core.config import jsonable
@@ -43,7 +47,8 @@ from trainer.data.loaders import TrainingData, make_loader
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import SUBSETS, collect_samples
 from trainer.loop.checkpoint import LAST, check_stores, load_checkpoint, restore
-from trainer.loop.curriculum import RunState, curriculum_phases, is_main_process, run_curriculum
+from trainer.loop.curriculum import RunState, curriculum_phases, run_curriculum
+from trainer.loop.distributed import barrier, is_distributed, is_main_process, rank_share
 from trainer.loop.engine import Key, evaluate, reference_masks
 from trainer.loop.outputs import select_reports, write_curves
 from trainer.loss.criterion import build_criterion
@@ -67,6 +72,16 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_ep
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_epochs, cfg.step_gamma)
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1 << 30, gamma=1.0)
+
+
+def leaves_heads_unused(cfg: TrainConfig) -> bool:
+    """Whether a training step leaves some generator parameters without a gradient, which
+    DistributedDataParallel must then look for (a graph traversal a step, so only then): map
+    mode never reads point_head, and without point or mask losses no loss reads the points."""
+    loss = cfg.loss
+    return cfg.model.point_mode == "map" or not (
+        loss.point_l1 or loss.point_bce or loss.mask_dice or loss.mask_bce
+    )
 
 
 def ground_truths(
@@ -103,8 +118,7 @@ def prepare_data(
     for store, root in zip(stores, data_roots, strict=True):
         if is_main_process():
             cache(store, root)  # rank 0 computes; the others then find the cache complete
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
+        barrier()
         paths.append(cache(store, root))
     return TrainingData(
         stores=list(stores),
@@ -112,6 +126,7 @@ def prepare_data(
         sam_embeddings=[SamEmbeddings(s, sam) for s in stores],
         train_splits=cfg.data.train_splits,
         grid_side=cfg.model.sam_stage if cfg.model.point_mode == "map" else 0,
+        share=rank_share,
         cache_dir=Path(cache_dir),  # the target caches sit beside the CLIP caches
         pin_memory=torch.device(clip.device).type == "cuda",
         group_by_image=cfg.data.group_by_image,
@@ -189,9 +204,11 @@ def train(
             ckpt["history"],
         )
         log.info("resuming %s after epoch %d", out_dir / LAST, state.epoch)
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         ids = [device.index] if device.type == "cuda" else None
-        model.generator = DistributedDataParallel(model.generator, device_ids=ids)
+        model.generator = DistributedDataParallel(
+            model.generator, device_ids=ids, find_unused_parameters=leaves_heads_unused(cfg)
+        )
 
     loader, eval_samples = eval_loader(data, cfg.data.eval_splits, cfg.optim.batch_size)
     references = reference_masks(eval_samples, ground_truths(stores, data_roots))

@@ -15,6 +15,9 @@ synthetic world), the report says how right the round was: `accuracy`, the share
 whose chosen candidate is the referent's own phrase (truth role "referent"); `random_accuracy`,
 what a uniformly random pick among the same pairs' candidates would score; and `kept_share`.
 The truth is read for this report only; the selection itself never sees it.
+
+Under data parallelism each rank predicts its share of the pairs; the rows are gathered on every
+rank (all return the same selection) and rank 0 alone writes the round.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 import torch
-import torch.distributed as dist
 
 from pipeline.core.rle import decode_rle
 from pipeline.models.frozen import FrozenSam
@@ -33,6 +35,7 @@ from pipeline.scoring.metrics import mask_iou
 from pipeline.store.reader import LabelStore
 from pipeline.store.rounds import SELECTION, write_round
 from trainer.data.samples import Sample
+from trainer.loop.distributed import barrier, gather_objects, is_main_process
 from trainer.loop.engine import predict_masks
 from trainer.network.prompt_model import PointPromptModel
 
@@ -146,14 +149,12 @@ def select(
     rows: dict[tuple[int, str], dict[str, Any]] = {}
     for p in predict_masks(model, loader, sam, device, amp):
         rows[p.key] = choose(p.mask, by_key[p.key], p.score, threshold, round_index)
-    if dist.is_available() and dist.is_initialized():
-        gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, rows)
-        rows = {k: v for part in gathered for k, v in part.items()}
+    # every rank's pairs (a sample a rank repeated to fill an empty share is one key)
+    rows = {k: v for part in gather_objects(rows) for k, v in part.items()}
     per_store: dict[int, list[dict[str, Any]]] = {}
     for (store, _), row in rows.items():
         per_store.setdefault(store, []).append(row)
-    is_main = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    is_main = is_main_process()  # one rank writes the round; every rank keeps its selection
     roles = truth_roles(stores)
     out: dict[int, dict[str, int]] = {}
     reports: dict[str, dict[str, Any]] = {}
@@ -179,6 +180,5 @@ def select(
             len(store_rows),
             threshold,
         )
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    barrier()  # no rank trains on, or reads, a round before it is written
     return SelectResult(out, reports)

@@ -15,6 +15,12 @@ Terms (each unweighted; `SetCriterion.weighted` applies the weight dict):
   the referent; nor is one whose referent went unmatched (E > K), for the same reason. D_ref's
   c = 0 objects sit in samples that have a referent, so they are scored 0. Unscored samples still
   train the masks and points of their matched candidates.
+
+Under data parallelism (torchrun, `trainer.loop.distributed`) each rank holds a slice of the
+global batch and DistributedDataParallel averages the ranks' gradients. The terms are then
+normalised by the global batch's counts (matched couples, scored samples: one all_reduce a
+step, as DETR's num_boxes) divided by the world size, so the ranks' mean loss is the one-process
+loss of the global batch; per-rank counts would weigh a couple by the size of its rank's slice.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -84,6 +91,7 @@ class SetCriterion(nn.Module):
     ) -> None:
         super().__init__()
         self.matcher, self.weight_dict, self.losses = matcher, dict(weight_dict), tuple(losses)
+        self._scored: float | None = None  # data-parallel: the global scored samples / world
         unknown = set(self.losses) - set(self._loss_map())
         if unknown:
             raise ValueError(
@@ -152,6 +160,9 @@ class SetCriterion(nn.Module):
             is_referent = t["referent"][tgt] == 1  # (n_b,)
             goal[b, src[is_referent].to(scores.device)] = 1.0
         scored = goal.amax(dim=1) > 0  # (B,) samples whose referent is matched
+        if self._scored is not None:  # data-parallel: over the global batch's scored samples
+            bce = F.binary_cross_entropy_with_logits(scores[scored], goal[scored], reduction="sum")
+            return {"loss_score": bce / (self._scored * scores.shape[1])}
         if not bool(scored.any()):
             return {"loss_score": scores.sum() * 0}
         return {"loss_score": F.binary_cross_entropy_with_logits(scores[scored], goal[scored])}
@@ -167,6 +178,9 @@ class SetCriterion(nn.Module):
         """
         indices = self.matcher(outputs, targets)
         num = float(max(sum(len(src) for src, _ in indices), 1))  # matched couples in the batch
+        self._scored = None
+        if dist.is_available() and dist.is_initialized():
+            num, self._scored = _global_counts(targets, indices, outputs["pred_scores"].device)
         losses: Outputs = {}
         for name in self.losses:
             losses.update(self._loss_map()[name](outputs, targets, indices, num))
@@ -175,6 +189,21 @@ class SetCriterion(nn.Module):
     def weighted(self, losses: Outputs) -> torch.Tensor:
         """Σ weight_dict[name] · loss over the terms that have a weight."""
         return sum(losses[k] * self.weight_dict[k] for k in losses if k in self.weight_dict)
+
+
+def _global_counts(
+    targets: list[Target], indices: Indices, device: torch.device
+) -> tuple[float, float]:
+    """Matched couples and scored samples (see `loss_score`) of the global batch, each divided
+    by the world size: the normalisers that make the ranks' mean loss the global batch's."""
+    scored = sum(
+        bool((t["referent"][tgt] == 1).any()) for t, (_, tgt) in zip(targets, indices, strict=True)
+    )
+    couples = sum(len(src) for src, _ in indices)
+    counts = torch.tensor([couples, scored], dtype=torch.float64, device=device)
+    dist.all_reduce(counts)
+    world = dist.get_world_size()
+    return max(float(counts[0]), 1.0) / world, max(float(counts[1]), 1.0) / world
 
 
 def build_matcher(cfg: LossConfig) -> HungarianMatcher:

