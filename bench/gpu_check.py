@@ -134,9 +134,90 @@ def check_masks(device: torch.device, smoke: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _train_batch(cfg: Any, clip: Any, batch: int, rng: np.random.Generator) -> dict[str, Any]:
+    """One batch shaped as the loader makes it: the CLIP stages and word features of random
+    images and sentences through the real towers, random SAM embeddings, and targets of two
+    candidates a sample (a referent and one other) with M points and 256² low-res masks."""
+    from trainer.network.clip_stages import image_stages, word_features
+
+    device = clip.device
+    side = cfg.clip.input_size
+    pixels = torch.randn(batch, 3, side, side, device=device)
+    with torch.no_grad():
+        stages = image_stages(clip.model.visual, pixels, cfg.model.stage_indices)
+        tokens = clip.tokenizer(["the man on the left in a red shirt"] * batch).to(device)
+        words, pad = word_features(clip.model, tokens)
+    m = cfg.model.points_per_query
+    targets = []
+    for _ in range(batch):
+        labels = torch.from_numpy(rng.integers(0, 2, (2, m))).float()
+        targets.append({"points": torch.rand(2, m, 2), "point_labels": labels,
+                        "referent": torch.tensor([1, 0]),
+                        "masks": (torch.rand(2, 256, 256) > 0.7).float()})  # fmt: skip
+    return {
+        "stages": [s.half().cpu() for s in stages],  # (B, G*G, C) f16 on the host
+        "words": words.half().cpu(),  # (B, T, C_t)
+        "text_pad": pad.cpu(),  # (B, T)
+        "sam_embedding": torch.randn(batch, 256, 64, 64).half(),
+        "size": torch.tensor([[480, 640]] * batch),  # (B, 2) original (H, W)
+        "targets": targets,
+    }
+
+
+def check_train(device: torch.device, smoke: bool) -> list[dict[str, Any]]:
+    """Optimizer steps/s of `train_one_epoch` at configs/paper.yaml (mask loss on), the frozen
+    models random; each batch copied from the host as the loader's are."""
+    import dataclasses
+
+    from pipeline.models.frozen import build_clip, build_sam
+    from trainer.config import load_config
+    from trainer.loop.engine import train_one_epoch
+    from trainer.loop.runner import build_optimizer
+    from trainer.loss.criterion import build_criterion
+    from trainer.network.prompt_model import build_model
+
+    cfg = load_config(REPO / "configs" / "paper.yaml")
+    if smoke:
+        cfg = dataclasses.replace(
+            cfg,
+            clip=dataclasses.replace(cfg.clip, model="ppt-tiny-vit", input_size=112),
+            model=dataclasses.replace(cfg.model, hidden_dim=32, num_heads=4, ffn_dim=64,
+                                      stage_indices=(1, 3)),
+            optim=dataclasses.replace(cfg.optim, batch_size=2),
+        )  # fmt: skip
+    sam_variant = "vit_t" if smoke else "vit_b"
+    sam = build_sam(sam_variant, SAM_VIT_T if smoke else None, allow_random=not smoke,
+                    device=device)  # fmt: skip
+    clip = build_clip(cfg.clip.model, allow_random=True, device=device)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, clip, sam).to(device)
+    criterion = build_criterion(cfg.loss)
+    optimizer = build_optimizer(model, cfg.optim)
+    batch_size = cfg.optim.batch_size
+    batch = _train_batch(cfg, clip, batch_size, np.random.default_rng(0))
+    steps = 1 if smoke else 10
+    amp = cfg.optim.amp and device.type == "cuda"
+    use_fp16 = amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda") if use_fp16 else None
+
+    def epoch() -> None:
+        train_one_epoch(model, criterion, [batch] * steps, optimizer, device, scaler, amp,
+                        cfg.optim.grad_clip)  # fmt: skip
+
+    _reset_peak(device)
+    seconds = timed(epoch, device, repeats=1)
+    row = {"what": "train", "model": f"paper.yaml, CLIP {cfg.clip.model}, SAM {sam_variant}, "
+           f"mask loss {cfg.loss.mask_dice}+{cfg.loss.mask_bce}", "batch": batch_size,
+           "per_s": round(steps / seconds, 3), "unit": "steps/s",
+           "peak_mb": _peak_mb(device)}  # fmt: skip
+    print(row, flush=True)
+    return [row]
+
+
 SECTIONS: dict[str, Callable[[torch.device, bool], list[dict[str, Any]]]] = {
     "encode": check_encode,
     "masks": check_masks,
+    "train": check_train,
 }
 
 

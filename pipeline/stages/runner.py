@@ -122,18 +122,12 @@ def _recorded_result(entry: dict[str, Any]) -> ShardResult:
                        arrays_sha256=entry.get("arrays_sha256"))  # fmt: skip
 
 
-def _verified_record(
-    store: Path, out_dir: Path, stage: str, existing: dict[str, Any]
-) -> dict[str, Any] | None:
-    """`existing` when every shard it lists still has its recorded sha256 (stat-cached)."""
+def _damaged(store: Path, out_dir: Path, record: dict[str, Any]) -> dict[str, str]:
+    """The shards of `record` whose files differ from it (hashes cached by stat key)."""
     cache = HashCache(store)
-    damaged = damaged_shards(out_dir, existing, cache)
+    damaged = damaged_shards(out_dir, record, cache)
     cache.save()
-    if damaged:
-        return None  # planned and repaired below
-    log.info("%s: up to date (%d shards, inputs unchanged, verified)", stage,
-             len(existing["shards"]))  # fmt: skip
-    return existing
+    return damaged
 
 
 def upstream_config(task: ShardTask, stage: str) -> dict[str, Any]:
@@ -198,12 +192,11 @@ def run_stage(
         plan_key is not None
         and existing is not None
         and not force
-        and existing.get("plan_key") == plan_key
-        and existing.get("config_hash") == config_hash
+        and (existing.get("plan_key"), existing.get("config_hash")) == (plan_key, config_hash)
+        and not _damaged(ctx.store, out_dir, existing)
     ):
-        unchanged = _verified_record(ctx.store, out_dir, spec.name, existing)
-        if unchanged is not None:
-            return unchanged  # its inputs did not change: not even planned again
+        log.info("%s: up to date (inputs unchanged, not planned; verified)", spec.name)
+        return existing
 
     if spec.plan is not None:
         planned = spec.plan(ctx, config)  # [(payload, payload fingerprint)]
@@ -221,9 +214,7 @@ def run_stage(
 
     verified: dict[str, ShardResult] = {}  # shards of an unchanged stage just found intact
     if existing is not None and existing.get("fingerprint") == stage_fp and not force:
-        cache = HashCache(ctx.store)
-        damaged = damaged_shards(out_dir, existing, cache)
-        cache.save()
+        damaged = _damaged(ctx.store, out_dir, existing)
         if not damaged:
             log.info("%s: up to date (%d shards, verified)", spec.name, len(existing["shards"]))
             return existing

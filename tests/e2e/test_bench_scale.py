@@ -53,6 +53,6 @@ def test_gpu_check_smoke(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["smoke"] is True
     whats = {r["what"] for r in report["rows"]}
-    assert whats == {"encode"}
+    assert whats == {"encode", "masks", "train"}
     assert all(r["per_s"] > 0 for r in report["rows"])
     assert (tmp_path / "gpu_check.md").read_text().startswith("# GPU check")
