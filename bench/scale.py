@@ -250,8 +250,8 @@ def main() -> None:
                 results[label]["shard_size"] = shard_size
                 results[label]["projected_files"] = project_files(layout, shard_size)
                 print(
-                    f"  label store of refer_sample: {layout['wall_s']} s; RefCOCO files "
-                    f"projected: {results[label]['projected_files']}",
+                    f"  label store {layout['store']}: RefCOCO files projected at shard_size "
+                    f"{shard_size}: {results[label]['projected_files']}",
                     flush=True,
                 )
     finally:
