@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.core.config import from_section
 from pipeline.data.synthetic.generator import SyntheticConfig, generate_synthetic
+from pipeline.models.frozen import FrozenClip, FrozenSam, build_clip, build_sam
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
 from tests.helpers import (
@@ -27,6 +28,18 @@ from tests.helpers import (
 def _synthetic(root: Path, params: dict) -> Path:
     generate_synthetic(root, from_section(SyntheticConfig, params["synthetic"], "synthetic"))
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_clip() -> FrozenClip:
+    """A random-init tiny CLIP (no CLIP weights exist on these machines)."""
+    return build_clip("ppt-tiny-vit", allow_random=True)
+
+
+@pytest.fixture(scope="module")
+def sam_t() -> FrozenSam:
+    """The real SAM vit_t (its weights in ../shared/weights)."""
+    return build_sam("vit_t", checkpoint=SAM_VIT_T)
 
 
 @pytest.fixture(scope="session")

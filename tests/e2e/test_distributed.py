@@ -21,7 +21,6 @@ import pytest
 import torch
 import yaml
 
-from pipeline.models.frozen import build_clip, build_sam
 from pipeline.store.rounds import selection_path
 from tests.helpers import REPO, SAM_VIT_T, TINY_TRAIN, needs_sam
 from trainer.config import config_from_dict
@@ -92,16 +91,6 @@ for i, command in enumerate((args[: args.index("--then")], args[args.index("--th
     app(command, prog_name="ppt-labels", standalone_mode=False)
 destroy()
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_clip():
-    return build_clip("ppt-tiny-vit", allow_random=True)
-
-
-@pytest.fixture(scope="module")
-def sam_t():
-    return build_sam("vit_t", checkpoint=SAM_VIT_T)
 
 
 def _cli(config: Path, store: Path, root: Path, out: Path, cache: Path) -> list[str]:

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.rle import encode_rle
-from pipeline.models.frozen import build_clip, build_sam
 from pipeline.store.reader import LabelStore
 from pipeline.store.rounds import SELECTION, read_selection, selection_path
 from pipeline.store.validate import validate
@@ -144,16 +143,6 @@ def test_targets_and_collate_shapes() -> None:
 
 
 # ------------------------------------------------------------------------------- on a real store
-
-
-@pytest.fixture(scope="module")
-def tiny_clip():
-    return build_clip("ppt-tiny-vit", allow_random=True)
-
-
-@pytest.fixture(scope="module")
-def sam_t():
-    return build_sam("vit_t", checkpoint=SAM_VIT_T)
 
 
 @needs_sam
