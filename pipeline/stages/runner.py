@@ -188,16 +188,17 @@ def run_stage(
     out_dir = ctx.store / spec.table
     existing = _previous_record(ctx.store, spec.name)
     plan_key = spec.plan_key(ctx, config) if spec.plan_key is not None else None
+    damaged: dict[str, str] | None = None  # of `existing`, once hashed
     if (
         plan_key is not None
         and existing is not None
         and not force
         and (existing.get("plan_key"), existing.get("config_hash")) == (plan_key, config_hash)
-        and not _damaged(ctx.store, out_dir, existing)
     ):
-        log.info("%s: up to date (inputs unchanged, not planned; verified)", spec.name)
-        return existing
-
+        damaged = _damaged(ctx.store, out_dir, existing)
+        if not damaged:
+            log.info("%s: up to date (inputs unchanged, not planned; verified)", spec.name)
+            return existing
     if spec.plan is not None:
         planned = spec.plan(ctx, config)  # [(payload, payload fingerprint)]
         n_shards = len(planned)
@@ -214,7 +215,7 @@ def run_stage(
 
     verified: dict[str, ShardResult] = {}  # shards of an unchanged stage just found intact
     if existing is not None and existing.get("fingerprint") == stage_fp and not force:
-        damaged = _damaged(ctx.store, out_dir, existing)
+        damaged = _damaged(ctx.store, out_dir, existing) if damaged is None else damaged
         if not damaged:
             log.info("%s: up to date (%d shards, verified)", spec.name, len(existing["shards"]))
             return existing
