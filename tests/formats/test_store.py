@@ -141,14 +141,18 @@ def test_older_schema_version_names_the_rebuild(store_copy: Path) -> None:
 
 def test_arrays_are_one_file_per_array_per_shard(synthetic_store: Path) -> None:
     store = LabelStore(synthetic_store)
-    groups = [e["path"] for e in store.manifest["shards"] if e.get("kind") == "zarr"]
-    assert {g.split("/")[0] for g in groups} == {"encode", "attention"}
-    for rel in groups:
-        group = zarr.open_group(str(synthetic_store / rel), mode="r")
+    groups = [
+        synthetic_store / e["path"] for e in store.manifest["shards"] if e.get("kind") == "zarr"
+    ]
+    assert {g.parent.name for g in groups} == {"attention"}  # embeddings: in the cache's packs
+    packs = sorted((synthetic_store.parent / "_embeddings").glob("*/sam-*/pack-*.zarr"))
+    assert packs and len(packs) == len(list(synthetic_store.glob("encode/part-*.parquet")))
+    for path in groups + packs:
+        group = zarr.open_group(str(path), mode="r")
         for name, array in group.arrays():
-            chunk_files = [p for p in (synthetic_store / rel / name).rglob("*") if p.is_file()]
+            chunk_files = [p for p in (path / name).rglob("*") if p.is_file()]
             chunk_files = [p for p in chunk_files if p.name != "zarr.json"]
-            assert len(chunk_files) <= 1, (rel, name, chunk_files)  # none when the array is empty
+            assert len(chunk_files) <= 1, (path, name, chunk_files)  # none when the array is empty
             if array.ndim > 1 and array.shape[0] > 1:
                 assert array.chunks[0] == 1 < array.shards[0] == array.shape[0]  # one row a chunk
                 whole = array[...]
