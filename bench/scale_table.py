@@ -170,8 +170,20 @@ def markdown(
             "Loader: refer_sample's store (real COCO images, all its splits); samples/s of one "
             "worker × 4 assumes 4 free cores; every train sentence an epoch (the curriculum's "
             "stages train on subsets of them)."
+            + (f" Same batches old and new: {rows_same}." if (rows_same := _same(results)) else "")
         )
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def _same(results: dict[str, dict[str, Any]]) -> str:
+    """The loader's same-batches check, in words ("" where not made)."""
+    same = results.get("new", {}).get("loader", {}).get("same_batches")
+    if not same:
+        return ""
+    return (
+        f"sample ids {same['ids']}; epoch 0 features max |diff| {same['feature_max_diff']:.3g}, "
+        f"target masks min IoU {same['target_min_iou']:.4f}"
+    )
 
 
 def write(out: Path, report: dict[str, Any], text: str) -> None:

@@ -11,7 +11,8 @@
   built store up to `min_files` files. Seconds = start-up + files × per-file + bytes × per-byte,
   fitted to all runs (non-negative least squares).
 - loader: samples/s per worker of each tree's trainer loader (`bench/loader_speed.py`'s sides,
-  alternating rounds, each side on a store built by its own code).
+  alternating rounds, each side on a store built by its own code), and whether both made the
+  same batches (sample ids of every batch; epoch 0's tensors).
 
     python bench/scale_units.py --child masks STORE REPEATS   # what the masks child runs
 """
@@ -206,7 +207,11 @@ def loader_rates(
         for label, tree in trees.items():
             side = loader_speed.run_side(label, tree, args, work)
             reports[label] = loader_speed.best(reports[label], side)
-    return {label: {k: v for k, v in r.items() if k != "ids"} for label, r in reports.items()}
+    out = {label: {k: v for k, v in r.items() if k != "ids"} for label, r in reports.items()}
+    if set(reports) == {"old", "new"}:  # the same batches: sample ids, epoch 0's tensors
+        same = reports["old"]["ids"] == reports["new"]["ids"]
+        out["new"]["same_batches"] = {"ids": same, **loader_speed.compare_tensors(work)}
+    return out
 
 
 if __name__ == "__main__":
