@@ -145,6 +145,15 @@ def describe_store(store: Path) -> dict[str, Any]:
         stages[record["stage"]] = {"files": files, "bytes": size, "disk_bytes": _disk_bytes(table),
                                    "shards": len(record["shards"]), "rows": record["rows"],
                                    "arrays": _arrays(table)}  # fmt: skip
+    cache = manifest.get("provenance", {}).get("embeddings")
+    if cache and "encode" in stages:  # schema 4: the store's packs of the shared embedding cache
+        partition = (store / cache["cache"] / store.name).resolve()  # count with its encode
+        files, size = _files(partition)
+        encode = stages["encode"]
+        encode["files"] += files
+        encode["bytes"] += size
+        encode["disk_bytes"] += _disk_bytes(partition)
+        encode["arrays"] += _arrays(partition)
     return {"store": str(store), "samples": samples, "stages": stages}
 
 

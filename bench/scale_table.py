@@ -154,9 +154,10 @@ def markdown(
         + " (candidates: sentences × "
         "candidates a sentence of real val expressions, phrases stage rules; D_sem: one).",
         f"Unique images: {unique['unique']:,} ({unique['how']}).",
-        "SAM embeddings (and the bytes DVC hashes), new, four stores: assume the shared "
-        "embedding cache keyed by image sha256 (issue 12 item 2, the lead's branch; not in this "
-        "checkout's code); files: each store's own encode table (the cache's files not modelled).",
+        "SAM embeddings (and the bytes DVC hashes), new, four stores: the shared embedding cache "
+        "(schema 4: each distinct image once, bench/shared_embeddings.py measures it); files: a "
+        "store's partition of the cache is counted with its encode stage as if every store "
+        "encoded all its images (an upper bound: RefCOCO+ after RefCOCO adds no pack).",
         "D_sem: projected with the RefCOCO store's files a shard and bytes a row.",
     ]
     if "masks_s" in rows[labels[-1]]:

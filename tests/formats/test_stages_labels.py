@@ -320,7 +320,9 @@ def test_store_validates_with_arrays_and_models(built: dict) -> None:
     assert validate(built["store"]) == []
     manifest = json.loads((built["store"] / "manifest.json").read_text())
     zarr_paths = {s["path"] for s in manifest["shards"] if s.get("kind") == "zarr"}
-    assert {p.split("/")[0] for p in zarr_paths} == {"encode", "attention"}
+    assert {p.split("/")[0] for p in zarr_paths} == {"attention"}  # embeddings: in the cache
+    assert manifest["provenance"]["embeddings"]["cache"] == "../_embeddings"
+    assert manifest["provenance"]["embeddings"]["sam"].startswith("sam-")
     assert manifest["models"]["sam"] == {
         "variant": "vit_t",
         "weights": built["sam"].weights_id,
