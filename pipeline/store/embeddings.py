@@ -234,7 +234,7 @@ def store_embeddings(
             f"{store}: its encode stage records no embedding cache (written by an older "
             "ppt-labels): rebuild it with `ppt-labels build`"
         )
-    root = Path(os.environ.get(CACHE_ENV) or Path(store) / info["cache"])
+    root = Path(os.environ.get(CACHE_ENV) or os.path.normpath(Path(store) / info["cache"]))
     if not root.is_dir():
         raise StoreError(
             f"{root}: the embedding cache of {store} is missing: fetch it (`dvc pull {root}`), "
