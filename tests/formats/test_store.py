@@ -14,11 +14,13 @@ from pipeline.core.errors import StoreError
 from pipeline.data.registry import open_dataset
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
+from pipeline.store.embeddings import CACHE_ENV
 from pipeline.store.lock import LOCK_FILE
 from pipeline.store.reader import LabelStore
 from pipeline.store.schemas import SCHEMA_VERSION
 from pipeline.store.validate import validate
 from tests.helpers import SMALL_PARAMS, TINY_PARAMS, tree_bytes
+from trainer.data.sam_embeddings import SamEmbeddings
 
 
 def test_store_has_one_sample_per_record(synthetic_store: Path, synthetic_root: Path) -> None:
@@ -122,6 +124,23 @@ def test_unknown_schema_version_is_refused(store_copy: Path) -> None:
     with pytest.raises(StoreError, match="schema_version 99"):
         LabelStore(store_copy)
     assert "schema_version 99" in validate(store_copy)[0]
+
+
+def test_a_moved_embedding_cache_is_named_and_found_through_the_env(
+    store_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moved = tmp_path / "elsewhere"
+    (store_copy.parent / "_embeddings").rename(moved)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    problems = validate(store_copy)
+    assert len(problems) == 1 and "embedding cache" in problems[0] and CACHE_ENV in problems[0]
+    with pytest.raises(StoreError, match="embedding cache"):
+        SamEmbeddings(LabelStore(store_copy))
+    monkeypatch.setenv(CACHE_ENV, str(moved))
+    assert validate(store_copy) == []
+    emb = SamEmbeddings(LabelStore(store_copy))
+    digest = LabelStore(store_copy).table("encode").column("image_sha256")[0].as_py()
+    assert emb[digest].shape == (256, 64, 64)
 
 
 def test_older_schema_version_names_the_rebuild(store_copy: Path) -> None:
