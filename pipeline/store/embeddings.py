@@ -2,7 +2,8 @@
 
 SAM's image embedding is 2 MB an image in float16; RefCOCO, RefCOCO+ and RefCOCOg share most of
 their COCO images, so the stores do not hold embeddings themselves: they point into one cache
-(params.yaml encode.cache, default data/embeddings) by image sha256 and encoder key.
+(params.yaml encode.cache; by default `_embeddings` beside the store, so the stores in one
+directory share it) by image sha256 and encoder key.
 
     <cache>/<partition>/<encoder key>/pack-<id>.zarr     one row array: sam_embedding | clip_dense
     <cache>/<partition>/<encoder key>/pack-<id>.parquet  its index: image_sha256 → row, sizes
@@ -162,8 +163,11 @@ class EmbeddingCache:
         return out
 
     def entry(self, key: str, image: str) -> Entry:
-        """The entry of `image` under `key`; a clear error when the cache lacks it."""
-        index = self.index(key)
+        """The entry of `image` under `key`; a clear error when the cache lacks it. The cache is
+        listed again only on a miss (packs written since), not on every lookup."""
+        index = self._index.get(key, {})
+        if image not in index:
+            index = self.index(key)
         if image not in index:
             raise StoreError(
                 f"{self.root}: no {key} embedding of image {image[:12]}…: the embedding cache is "
