@@ -1,11 +1,13 @@
 """Trainer loader: samples/s per worker of today's loader (commit 26ed39a) against this one.
 
-Both loaders run, in the same run, over the same real label store (the small synthetic store the
-tests build, unless --store is given) and the same CLIP feature cache, as the curriculum asks
+Both loaders run, in the same run, over the same rows (the small synthetic store the tests build,
+built by each side's own code since each reads only its own schema version; or --store and
+--old-store) and the same CLIP features, as the curriculum asks
 for them: one `TrainingData.loader(samples, batch, workers, seed * 100_003 + epoch, True, True)`
-per epoch (mask losses on: targets with masks, full SAM embeddings), every train sample of every
-subset. Each side runs in its own process (the old one with PYTHONPATH at a checkout of the
-baseline commit, a temporary `git worktree` unless --base is given), with num_workers 0 and 1.
+per epoch (mask losses on: targets with masks, full SAM embeddings), every sample of --splits
+(default train) of every subset. Each side runs in its own process (the old one with PYTHONPATH
+at a checkout of the baseline commit, a temporary `git worktree` unless --base is given), with
+num_workers 0 and 1.
 
 Printed:
 - samples/s per worker, the best of --rounds alternating runs of each side: steady state (first
@@ -55,7 +57,15 @@ REFCOCO = {"sentences": 142_000, "padded_t": 30, "mean_t": 5.7}
 # ----------------------------------------------------------------------------- child: one side
 
 
-def child(side: str, store_dir: Path, data_root: Path, work: Path, epochs: int, batch: int) -> None:
+def child(
+    side: str,
+    store_dir: Path,
+    data_root: Path,
+    work: Path,
+    epochs: int,
+    batch: int,
+    splits: tuple[str, ...] = ("train",),
+) -> None:
     """Run one side's loader (module docstring); print a JSON report; save epoch 0's tensors."""
     import pyarrow as pa
     import torch
@@ -72,7 +82,7 @@ def child(side: str, store_dir: Path, data_root: Path, work: Path, epochs: int, 
     clip = build_clip("ppt-tiny-vit", allow_random=True)
     path = build_clip_cache(store, data_root, clip, CacheSpec(**SPEC), work / "cache")
     cache = ClipCache(path)
-    data = TrainingData([store], [cache], [SamEmbeddings(store)], ("train",))
+    data = TrainingData([store], [cache], [SamEmbeddings(store)], splits)
     report: dict[str, Any] = {"trainer": str(Path(trainer.__file__).parent)}
     if hasattr(data, "target_caches"):  # the new loader: its target cache, built once
         data.cache_dir = work / "cache"
@@ -151,30 +161,37 @@ def save_batch(raw: dict[str, Any], path: Path) -> None:
 # ----------------------------------------------------------------------------- parent
 
 
-def small_store(work: Path) -> tuple[Path, Path]:
-    """The tests' small synthetic store (tests/helpers.py SMALL_PARAMS), built once in `work`."""
+def small_store(work: Path, trees: dict[str, Path]) -> tuple[dict[str, Path], Path]:
+    """The tests' small synthetic store (tests/helpers.py SMALL_PARAMS), built once in `work` by
+    each side's code (a tree reads only its own schema version): the same rows in each layout."""
     sys.path.insert(0, str(REPO))
+    from store_layout import build_store
+
     from pipeline.core.config import from_section
     from pipeline.data.synthetic.generator import SyntheticConfig, generate_synthetic
-    from pipeline.stages.build import build
-    from pipeline.stages.executor import InProcessExecutor
     from tests.helpers import SMALL_PARAMS
 
-    root, store = work / "data", work / "store"
-    if not (store / "manifest.json").is_file():
+    root = work / "data"
+    if not (root / "done").is_file():
         generate_synthetic(
             root, from_section(SyntheticConfig, SMALL_PARAMS["synthetic"], "synthetic")
         )
-        build("synthetic", root, store, SMALL_PARAMS, InProcessExecutor())
-    return store, root
+        (root / "done").touch()
+    stores = {side: work / f"store-{side}" for side in trees}
+    for side, tree in trees.items():
+        if not (stores[side] / "manifest.json").is_file():
+            build_store(tree, root, stores[side], SMALL_PARAMS)
+    return stores, root
 
 
 def run_side(side: str, tree: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """One side in its own process, with `tree`'s packages first on the path."""
+    """One side in its own process, with `tree`'s packages first on the path, on its own
+    store (`args.stores[side]`, built by that tree's code)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side, "--store",
-           str(args.store), "--data-root", str(args.data_root), "--work", str(work),
-           "--epochs", str(args.epochs), "--batch", str(args.batch)]  # fmt: skip
+           str(args.stores[side]), "--data-root", str(args.data_root), "--work", str(work),
+           "--epochs", str(args.epochs), "--batch", str(args.batch),
+           "--splits", ",".join(args.splits)]  # fmt: skip
     done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{side} side failed:\n{done.stderr[-4000:]}")
@@ -235,28 +252,34 @@ def projections(old: dict[str, Any]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path)
+    parser.add_argument("--store", type=Path, help="the new side's store (with --old-store)")
+    parser.add_argument("--old-store", type=Path, help="the same rows built by the old code")
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--work", type=Path, help="scratch dir (default: a temporary one)")
     parser.add_argument("--base", type=Path, help=f"a checkout of {BASELINE} (default: made)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each side")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--splits", default="train", help="comma-separated splits to load")
     parser.add_argument("--child", choices=("old", "new"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.store, args.data_root, args.work, args.epochs, args.batch)
+        splits = tuple(args.splits.split(","))
+        child(args.child, args.store, args.data_root, args.work, args.epochs, args.batch, splits)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="loader-speed-"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.store is None:
-        args.store, args.data_root = small_store(work)
     base, made = args.base, args.base is None
     if made:
         base = work / "base"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base),
                         BASELINE], check=True, capture_output=True)  # fmt: skip
+    args.splits = tuple(args.splits.split(","))
     try:
+        if args.store is None:
+            args.stores, args.data_root = small_store(work, {"old": base, "new": REPO})
+        else:
+            args.stores = {"old": args.old_store or args.store, "new": args.store}
         # the sides alternate, each keeping its best round: a shared machine's load hits both
         old, new = {}, {}
         for _ in range(args.rounds):
@@ -269,7 +292,8 @@ def main() -> None:
     same_ids = old["ids"] == new["ids"]
     check = compare_tensors(work)
     print(
-        f"store {args.store}: {old['samples']} train samples, batch {args.batch}, "
+        f"stores {args.stores['new']} (old: {args.stores['old']}): {old['samples']} samples of "
+        f"{','.join(args.splits)}, batch {args.batch}, "
         f"{args.epochs} epochs per worker count, best of {args.rounds} alternating rounds; "
         f"{old['mean_candidates']:.2f} targets a sample"
     )

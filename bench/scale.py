@@ -1,7 +1,7 @@
 """RefCOCO scale: the CPU stages built at RefCOCO size, measured, old code against new.
 
     python bench/scale.py --out DIR [--fraction 1.0] [--baseline 26ed39a] \
-        [--stages ingest,phrases,split] [--no-layout]
+        [--stages ingest,phrases,split] [--no-layout] [--table]
 
 1. Writes a RefCOCO-size dataset (`bench/refcoco_like.py`: the real sentence structure over
    synthetic images) under DIR/data, once.
@@ -10,7 +10,16 @@
    subprocesses into DIR/<tree>/store and measures each one's wall time, peak RSS (the child's
    own, from wait4), and the files and bytes it wrote. Then times a no-op re-run of every stage
    (what `dvc repro` or a second `build` pays when nothing changed).
-3. Prints both trees side by side and writes DIR/scale.json.
+3. Builds refer_sample's RefCOCO label store with each tree's code (real COCO images, gt-mask
+   relevance, real SAM vit_t) and projects a full RefCOCO store's files from it.
+4. Prints both trees side by side and writes DIR/scale.json.
+5. --table (stages default to ingest): the issue-12 table, old and new side by side, for a full
+   RefCOCO store and for RefCOCO + RefCOCO+ + RefCOCOg + D_sem: files, SAM embedding bytes,
+   attention bytes on disk, `dvc add` / `status -c` / `push` to a local remote, the masks
+   stage's CPU time, the trainer loader's time an epoch. Each per-unit cost is measured in this
+   run on each tree's refer_sample store (`bench/scale_units.py`), projected by the formula
+   printed beside it (`bench/scale_project.py`, `bench/scale_table.py`); writes
+   DIR/table.{json,md}.
 
 Stores, like everything here, grow with rows: the numbers are printed with the counts they were
 measured at, and the files of a stage are reported per shard (what a store's file count is
@@ -21,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -35,6 +43,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import refcoco_like
+import scale_table
+from scale_project import project_store
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_STAGES = ("ingest", "phrases", "split")
@@ -95,7 +105,8 @@ def _disk_bytes(path: Path) -> int:
 
 
 def _arrays(table: Path) -> list[dict[str, Any]]:
-    """Every Zarr array under a stage's table: rows, rows per stored object, files."""
+    """Every Zarr array under a stage's table: rows, rows per stored object, data files and
+    their bytes (apparent and on disk)."""
     out = []
     for meta in sorted(table.rglob("zarr.json")):
         spec = json.loads(meta.read_text())
@@ -104,7 +115,9 @@ def _arrays(table: Path) -> list[dict[str, Any]]:
         grid = spec["chunk_grid"]["configuration"]["chunk_shape"]  # the shard, where sharded
         files = [p for p in meta.parent.rglob("*") if p.is_file() and p.name != "zarr.json"]
         out.append({"array": meta.parent.name, "rows": spec["shape"][0],
-                    "rows_per_object": grid[0], "files": len(files)})  # fmt: skip
+                    "rows_per_object": grid[0], "files": len(files),
+                    "bytes": sum(p.stat().st_size for p in files),
+                    "disk_bytes": sum(p.stat().st_blocks * 512 for p in files)})  # fmt: skip
     return out
 
 
@@ -132,6 +145,15 @@ def describe_store(store: Path) -> dict[str, Any]:
         stages[record["stage"]] = {"files": files, "bytes": size, "disk_bytes": _disk_bytes(table),
                                    "shards": len(record["shards"]), "rows": record["rows"],
                                    "arrays": _arrays(table)}  # fmt: skip
+    cache = manifest.get("provenance", {}).get("embeddings")
+    if cache and "encode" in stages:  # schema 4: the store's packs of the shared embedding cache
+        partition = (store / cache["cache"] / store.name).resolve()  # count with its encode
+        files, size = _files(partition)
+        encode = stages["encode"]
+        encode["files"] += files
+        encode["bytes"] += size
+        encode["disk_bytes"] += _disk_bytes(partition)
+        encode["arrays"] += _arrays(partition)
     return {"store": str(store), "samples": samples, "stages": stages}
 
 
@@ -143,31 +165,15 @@ def default_shard_size(tree: Path) -> int:
 def project_files(
     layout: dict[str, Any], shard_size: int, samples: int = REFCOCO_SAMPLES
 ) -> dict[str, int]:
-    """Files of each stage at `samples` sentences: the measured files that are not Zarr data
-    (Parquet shards, rejects, Zarr metadata) per shard, plus each array's stored objects per
-    shard, times the shards at scale. An array stored whole (one object per shard, as Zarr's
-    sharding codec writes it) stays one object; one stored in row chunks needs rows / rows per
-    object, its rows scaling with the measured rows per sample (images per sample for encode)."""
-    shards = math.ceil(samples / shard_size)
-    per_shard = samples / shards
-    out = {}
-    for name, stage in layout["stages"].items():
-        data_files = sum(a["files"] for a in stage["arrays"])
-        fixed = (stage["files"] - data_files) / stage["shards"]
-        objects = 0.0
-        for array in sorted({a["array"] for a in stage["arrays"]}):
-            parts = [a for a in stage["arrays"] if a["array"] == array]
-            if all(a["rows_per_object"] >= a["rows"] for a in parts):
-                objects += 1
-                continue
-            rows_per_sample = sum(a["rows"] for a in parts) / layout["samples"]
-            if name == "encode":
-                rows_per_sample = REFCOCO_IMAGES / REFCOCO_SAMPLES
-            objects += math.ceil(
-                rows_per_sample * per_shard / min(a["rows_per_object"] for a in parts)
-            )
-        out[name] = round((fixed + objects) * shards)
-    return out
+    """Files of each stage at `samples` sentences (`scale_project.project_store`): images as
+    RefCOCO's a sentence, candidates as the built store's."""
+    counts = {
+        "sentences": samples,
+        "images": REFCOCO_IMAGES / REFCOCO_SAMPLES * samples,
+        "candidates": layout["stages"]["phrases"]["rows"] / layout["samples"] * samples,
+    }
+    stages = project_store(layout, shard_size, counts)["stages"]
+    return {name: round(stage["files"]) for name, stage in stages.items()}
 
 
 def _baseline_tree(ref: str, where: Path) -> Path:
@@ -211,7 +217,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fraction", type=float, default=1.0, help="of RefCOCO's counts")
     parser.add_argument("--baseline", help="a commit to measure beside this checkout")
-    parser.add_argument("--stages", default=",".join(CPU_STAGES))
+    parser.add_argument("--stages", help=f"default {','.join(CPU_STAGES)} (--table: ingest)")
     parser.add_argument(
         "--layout",
         action=argparse.BooleanOptionalAction,
@@ -221,8 +227,10 @@ def main() -> None:
     parser.add_argument(
         "--layout-store", type=Path, help="project the files of this built store instead"
     )
+    scale_table.add_arguments(parser)
     args = parser.parse_args()
-    stages = tuple(s for s in args.stages.split(",") if s)
+    default = ("ingest",) if args.table else CPU_STAGES
+    stages = tuple(s for s in args.stages.split(",") if s) if args.stages else default
     data = args.out / "data"
     counts_path = data / "counts.json"
     if not counts_path.exists():
@@ -242,9 +250,9 @@ def main() -> None:
             results[label] = measure_tree(tree, data, store, stages) if stages else {}
             if args.layout_store:
                 layout = describe_store(args.layout_store)
-            elif args.layout:
+            elif args.layout or args.table:
                 layout = label_store_layout(tree, args.out / label / "labels")
-            if args.layout or args.layout_store:
+            if args.layout or args.layout_store or args.table:
                 shard_size = default_shard_size(tree)
                 results[label]["layout"] = layout
                 results[label]["shard_size"] = shard_size
@@ -254,6 +262,8 @@ def main() -> None:
                     f"{shard_size}: {results[label]['projected_files']}",
                     flush=True,
                 )
+        if args.table:  # the other trees' code is still checked out
+            table = scale_table.run(args, trees, results, REFER_SAMPLE)
     finally:
         if args.baseline:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
@@ -264,6 +274,8 @@ def main() -> None:
         print(_table(results, stages))
     if args.layout or args.layout_store:
         print(_files_table(results))
+    if args.table:
+        print(table)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ build("synthetic", Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
 ROW_ARRAYS = {"sam_embedding": "image", "relevance": "candidate", "sentence_relevance": "sentence"}
 
 
-def _build(tree: Path, data_root: Path, out: Path, params: dict) -> float:
+def build_store(tree: Path, data_root: Path, out: Path, params: dict) -> float:
+    """Build the synthetic dataset at `data_root` into `out` with `tree`'s code (a subprocess);
+    its wall seconds."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
     cmd = [sys.executable, "-c", BUILD, str(data_root), str(out), json.dumps(params)]
@@ -148,8 +150,8 @@ def main() -> None:
         data_root = tmp / "synthetic"
         generate_synthetic(data_root, from_section(SyntheticConfig, params["synthetic"], "x"))
         seconds = {
-            "old": _build(args.base, data_root, tmp / "old", params),
-            "new": _build(REPO, data_root, tmp / "new", params),
+            "old": build_store(args.base, data_root, tmp / "old", params),
+            "new": build_store(REPO, data_root, tmp / "new", params),
         }
         counts = {layout: _count(tmp / layout) for layout in ("old", "new")}
         rows = _rows(tmp / "new")

@@ -5,7 +5,6 @@ Constants (paths to the real sample data, the small params) live in tests/helper
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from tests.helpers import (
     SMALL_PARAMS,
     TINY_PARAMS,
     TINY_RUN,
+    copy_store,
 )
 
 
@@ -60,7 +60,7 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory, synthetic_root: Pa
 def store_copy(tmp_path: Path, synthetic_store: Path) -> Path:
     """A private copy of the synthetic store that a test may damage."""
     dest = tmp_path / "store"
-    shutil.copytree(synthetic_store, dest)
+    copy_store(synthetic_store, dest)
     return dest
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -147,3 +148,13 @@ def assert_words_match_geometry(comp: Composite, margin: float) -> None:
         ib, ob = comp.objects[inner].bbox, comp.objects[outer].bbox
         assert ob[0] <= ib[0] and ob[1] <= ib[1]
         assert ib[0] + ib[2] <= ob[0] + ob[2] and ib[1] + ib[3] <= ob[1] + ob[3]
+
+
+def copy_store(store: Path, dest: Path) -> Path:
+    """Copy a label store to `dest` with its embedding cache (`_embeddings` beside it, as the
+    encode stage's default puts it), so the copy reads like the original."""
+    shutil.copytree(store, dest)
+    cache, dest_cache = Path(store).parent / "_embeddings", Path(dest).parent / "_embeddings"
+    if cache.is_dir() and not dest_cache.exists():
+        shutil.copytree(cache, dest_cache)
+    return dest

@@ -19,7 +19,6 @@ import dataclasses
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,7 @@ from pipeline.models.weights import check_weights
 from pipeline.stages.runner import upstream_config
 from pipeline.stages.spec import ShardOutput, ShardTask, StageContext, StageSpec
 from pipeline.store import schemas, shards
+from pipeline.store.embeddings import shard_embeddings
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,20 @@ def _clip_maps(
     task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
 ) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
     """(candidate, (G, G) map) for every candidate, from encode's cached CLIP features."""
-    import zarr
-
-    arrays = zarr.open_group(str(Path(task.inputs["encode"]).with_suffix(".zarr")), mode="r")
-    if "clip_dense" not in arrays:
+    cache, keys = shard_embeddings(task.inputs["encode"])
+    if "clip" not in keys:
         raise ConfigError(
             "attention.source clip needs CLIP features from the encode stage: re-run it with "
             "--relevance clip (or encode.clip: true in params.yaml)"
         )
     clip = clip_for(encoder_config(upstream_config(task, "encode")))
-    check_weights(dict(arrays.attrs)["clip"], clip, f"CLIP {clip.name}")
-    features = arrays["clip_dense"][...]  # (n_images, G, G, D) f16
     table = shards.read_parquet(task.inputs["encode"])
-    row_of = {r["image_sha256"]: r["array_row"] for r in table.to_pylist()}
+    digests = [r["image_sha256"] for r in table.to_pylist()]
+    if digests:
+        pack = cache.group(cache.entry(keys["clip"], digests[0]))
+        check_weights(dict(pack.attrs)["clip"], clip, f"CLIP {clip.name}")
+    features = cache.rows(keys["clip"], digests) if digests else None  # (n_images, G, G, D) f16
+    row_of = {digest: i for i, digest in enumerate(digests)}
 
     texts = sorted({p["phrase"] for p in phrases})
     index = {t: i for i, t in enumerate(texts)}

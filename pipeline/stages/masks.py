@@ -1,19 +1,21 @@
 """Masks: each candidate's relevance map → SAM point/box prompts → one mask (DESIGN §4).
 
-SAM's mask decoder runs on the image embedding the encode stage cached (no image is encoded
-again), through an unmodified `SamPredictor` whose image state is set from the cache, once for
-all the maps of an image (`pipeline.labelling.prompting.prompt_masks`: prompts on SAM's low-res
-frame, one decoder batch, only the kept masks upsampled). The prompting rule is
-`pipeline.labelling.prompting`'s (params.yaml masks.rule). Each mask is stored as
-COCO RLE counts at the image's original size, with its box, SAM's predicted IoU and its agreement
-with the relevance map (the soft IoU of `pipeline.labelling.grid.agreement`). Masks that fail the
-quality gates (`pipeline.labelling.gates`: nearly empty, nearly the whole image, far from the map;
-D_sem only by default) get no row but a reject naming the gate.
+SAM's mask decoder runs on the image embedding the encode stage cached (the embedding cache, so
+no image is encoded again), through an unmodified `SamPredictor` whose image state is set from
+the cache, once for all the maps of an image (`pipeline.labelling.prompting.prompt_masks`:
+prompts on SAM's low-res frame, one decoder batch, only the kept masks upsampled). The prompting
+rule is `pipeline.labelling.prompting`'s (params.yaml masks.rule). Each mask is stored as COCO RLE
+counts at the image's original size, with its box, SAM's predicted IoU and its agreement with the
+relevance map (the soft IoU of `pipeline.labelling.grid.agreement`). Masks that fail the quality
+gates (`pipeline.labelling.gates`: nearly empty, nearly the whole image, far from the map; D_sem
+only by default) get no row but a reject naming the gate.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from pipeline.models.weights import check_weights
 from pipeline.stages.runner import upstream_config
 from pipeline.stages.spec import ShardOutput, ShardTask, StageSpec
 from pipeline.store import schemas, shards
+from pipeline.store.embeddings import shard_embeddings
 
 DEFAULT_RULE = "box_points"  # bench/prompting_rules.py: best on gt-box and gt-mask maps alike
 
@@ -76,7 +79,7 @@ def run_shard(task: ShardTask) -> ShardOutput:
     cfg = config_io.from_section(MasksConfig, task.config, "masks")
     samples = {s["sample_id"]: s for s in shards.read_parquet(task.inputs["ingest"]).to_pylist()}
     images = {r["image_sha256"]: r for r in shards.read_parquet(task.inputs["encode"]).to_pylist()}
-    embeddings = zarr.open_group(str(Path(task.inputs["encode"]).with_suffix(".zarr")), mode="r")
+    cache, keys = shard_embeddings(task.inputs["encode"])
     maps = zarr.open_group(str(Path(task.inputs["attention"]).with_suffix(".zarr")), mode="r")
     relevance = maps["relevance"][...]  # (n_candidates, G, G) f16
     cands = shards.read_parquet(task.inputs["attention"]).to_pylist()
@@ -84,8 +87,11 @@ def run_shard(task: ShardTask) -> ShardOutput:
     subset = {(r["sample_id"], r["cand_idx"]): r["subset"] for r in split}
 
     sam = sam_for(encoder_config(upstream_config(task, "encode")))
-    check_weights(dict(embeddings.attrs)["sam"], sam, f"SAM {sam.variant}")
+    if images:
+        pack = cache.group(cache.entry(keys["sam"], next(iter(images))))
+        check_weights(dict(pack.attrs)["sam"], sam, f"SAM {sam.variant}")
     predictor = SamPredictor(sam.model)
+    embeddings = functools.partial(cache.row, keys["sam"])
     with reproducible_threads():
         results = _prompt_all(cfg.rule, cands, samples, images, embeddings, relevance, predictor)
     keys, rows, rejects = [], [], []
@@ -118,13 +124,14 @@ def _prompt_all(
     cands: list[dict[str, Any]],
     samples: dict[str, dict[str, Any]],
     images: dict[str, dict[str, Any]],
-    embeddings: Any,
+    embeddings: Callable[[str], np.ndarray],
     relevance: np.ndarray,
     predictor: SamPredictor,
 ) -> dict[tuple[str, int], tuple[str, list[float], float, float, float]]:
     """(sample_id, cand_idx) → (RLE counts, xywh box, SAM score, agreement, area fraction).
 
-    embeddings: encode's Zarr group; relevance: (n_candidates, G, G) maps indexed by array_row.
+    embeddings: image sha256 → its (256, 64, 64) SAM embedding; relevance: (n_candidates, G, G)
+    maps indexed by array_row.
     """
 
     def image_of(cand: dict[str, Any]) -> str:
@@ -136,7 +143,7 @@ def _prompt_all(
     for digest, group in itertools.groupby(sorted(cands, key=image_of), key=image_of):
         image = images[digest]
         size = (image["height"], image["width"])
-        embedding = embeddings["sam_embedding"][image["array_row"]]  # (256, 64, 64)
+        embedding = embeddings(digest)  # (256, 64, 64) f16
         cached_predictor(predictor, embedding, size, (image["input_height"], image["input_width"]))
         # Equal maps on one image give equal masks (the rule is deterministic): an oracle map
         # is shared by every candidate and sentence of a referent, a CLIP map by equal phrases.

@@ -115,16 +115,14 @@ def _finished_shard(
     return done
 
 
-def _recorded_result(entry: dict[str, Any]) -> ShardResult:
+def _recorded_result(e: dict[str, Any]) -> ShardResult:
     """A verified shard's result, as its stage record lists it."""
-    return ShardResult(entry["name"], entry["rows"], entry["sha256"], entry["rejects"],
-                       entry["rejects_sha256"], skipped=True,
-                       arrays_sha256=entry.get("arrays_sha256"))  # fmt: skip
+    return ShardResult(e["name"], e["rows"], e["sha256"], e["rejects"], e["rejects_sha256"],
+                       skipped=True, arrays_sha256=e.get("arrays_sha256"))  # fmt: skip
 
 
 def _damaged(store: Path, out_dir: Path, record: dict[str, Any]) -> dict[str, str]:
-    """The shards of `record` whose files differ from it (hashes cached by stat key)."""
-    cache = HashCache(store)
+    cache = HashCache(store)  # the shards of `record` whose files differ from it
     damaged = damaged_shards(out_dir, record, cache)
     cache.save()
     return damaged
@@ -216,13 +214,15 @@ def run_stage(
     verified: dict[str, ShardResult] = {}  # shards of an unchanged stage just found intact
     if existing is not None and existing.get("fingerprint") == stage_fp and not force:
         damaged = _damaged(ctx.store, out_dir, existing) if damaged is None else damaged
-        if not damaged:
+        outside = spec.check_outside(ctx, config) if spec.check_outside else []
+        if not damaged and not outside:
             log.info("%s: up to date (%d shards, verified)", spec.name, len(existing["shards"]))
             return existing
-        for problem in damaged.values():
-            log.warning("%s: %s; recomputing that shard", spec.name, problem)
+        for problem in [*damaged.values(), *outside]:
+            log.warning("%s: %s; recomputing %s", spec.name, problem, "all" if outside else "it")
+        force = bool(outside)  # what the shards wrote outside the store: every shard again
         verified = {e["name"]: _recorded_result(e) for e in existing["shards"]
-                    if e["name"] not in damaged}  # fmt: skip
+                    if e["name"] not in damaged and not force}  # fmt: skip
     previous = {s["name"]: s for s in existing["shards"]} if existing else {}
 
     # Any change makes the store incomplete until the manifest is written again.

@@ -88,6 +88,9 @@ class StageSpec:
     # Keys `read_config` adds to the section (not params keys): dropped when a store's recorded
     # config is read back as params (`ppt-labels labels validate --repair`).
     derived_keys: tuple[str, ...] = ()
+    # Problems with what the stage's shards wrote outside the store (encode: the embedding
+    # cache), checked when the stage is otherwise up to date; any problem re-runs every shard.
+    check_outside: Callable[[StageContext, dict[str, Any]], list[str]] | None = None
 
     @property
     def table(self) -> str:

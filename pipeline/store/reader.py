@@ -59,9 +59,10 @@ class LabelStore:
             dataset = self.manifest.get("dataset", "NAME")
             raise StoreError(
                 f"{path}: schema_version {version} is an older layout than this ppt-labels "
-                f"({pipeline.__version__}) reads ({sorted(KNOWN_SCHEMA_VERSIONS)}; version 3 "
-                "shards Zarr arrays into one file per shard); rebuild the store: `ppt-labels build "
-                f"--dataset {dataset} --data-root DATA_ROOT --out {self.root}` (or `dvc repro`)"
+                f"({pipeline.__version__}) reads ({sorted(KNOWN_SCHEMA_VERSIONS)}; version 4 "
+                "keeps image embeddings in a cache shared by stores); rebuild the store: "
+                f"`ppt-labels build --dataset {dataset} --data-root DATA_ROOT --out {self.root}` "
+                "(or `dvc repro`)"
             )
         if version not in KNOWN_SCHEMA_VERSIONS:
             raise StoreError(

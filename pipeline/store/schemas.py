@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# 3: Zarr arrays sharded, one file per array per shard (2: one file per row; refused, rebuilt)
-SCHEMA_VERSION = 3
+# 4: image embeddings in the shared embedding cache, not in the store (pipeline.store.embeddings)
+# 3: Zarr arrays sharded, one file per array per shard (2: one file per row); older: refused
+SCHEMA_VERSION = 4
 
 SAMPLES = pa.schema(
     [
@@ -58,8 +59,8 @@ SPLIT = pa.schema(
 
 ENCODE = pa.schema(
     [
-        ("image_sha256", pa.string()),  # one row per distinct image of the shard
-        ("array_row", pa.int32()),  # row of this image in the shard's Zarr arrays
+        ("image_sha256", pa.string()),  # one row per distinct image of the shard; its
+        # embeddings are in the embedding cache under this sha256 (pipeline.store.embeddings)
         ("height", pa.int32()),  # original image size
         ("width", pa.int32()),
         ("input_height", pa.int32()),  # SAM's resized input (longest side = encoder side)

@@ -3,7 +3,8 @@
 A store is valid when: its manifest reads, is of a known schema version and is exactly what its
 stage records call for; every stage record is intact (sealed); every listed shard (data, rejects,
 Zarr group) is present with its sha256 and row count; nothing unlisted lies among the shards; and
-each Select round's selection still has the sha256 its report recorded. Each problem names the file.
+each Select round's selection still has the sha256 its report recorded; and the embedding cache
+holds every image of the store, in packs whose bytes match their index. Each problem names the file.
 
 `validate` hashes every file; `verify_store` (what train, eval and show call) uses the
 per-machine hash cache of `pipeline.store.verify`, so that only files changed since they were
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.core import hashing
 from pipeline.core.errors import StoreError
+from pipeline.store.embeddings import store_embeddings
 from pipeline.store.finalize import expected_manifest
 from pipeline.store.reader import MANIFEST, LabelStore
 from pipeline.store.rounds import damaged_rounds
@@ -39,7 +41,7 @@ def validate(
         store = LabelStore(root)
     except StoreError as exc:
         return [str(exc)]
-    problems = _shard_problems(root, store, file_hash)
+    problems = _shard_problems(root, store, file_hash) + _embedding_problems(store, file_hash)
     stages = [s["stage"] for s in store.manifest.get("stages", [])]
     for table in store.tables:
         try:
@@ -90,6 +92,23 @@ def _shard_problems(root: Path, store: LabelStore, file_hash: FileHash) -> list[
             rel = path.relative_to(root).as_posix()
             if rel not in listed:
                 problems.append(f"{rel}: shard not listed in {MANIFEST} (left by another build)")
+    return problems
+
+
+def _embedding_problems(store: LabelStore, file_hash: FileHash) -> list[str]:
+    """The store's images the embedding cache lacks, and damaged packs that hold them."""
+    if "encode" not in store.tables:
+        return []
+    try:
+        cache, keys = store_embeddings(store.root, store.manifest.get("provenance", {}))
+        images = store.table("encode").column("image_sha256").to_pylist()
+    except (StoreError, OSError, pa.ArrowInvalid) as exc:
+        return [f"encode: {exc}"]
+    problems = []
+    for key in keys.values():
+        problems += [
+            f"embedding cache {cache.root}: {p}" for p in cache.verify(key, images, file_hash)
+        ]
     return problems
 
 

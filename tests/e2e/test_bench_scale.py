@@ -19,8 +19,12 @@ from tests.helpers import REPO, needs_sam
 @pytest.mark.slow
 def test_scale_bench_small(tmp_path: Path, synthetic_store: Path) -> None:
     out = tmp_path / "scale"
+    # --table with no per-unit measurement (SAM on a CPU, DVC and loader runs are minutes): the
+    # projections of the built store's files and bytes to the four stores, and their counts
     cmd = [sys.executable, str(REPO / "bench" / "scale.py"), "--out", str(out),
-           "--fraction", "0.0007", "--layout-store", str(synthetic_store)]  # fmt: skip
+           "--fraction", "0.0007", "--layout-store", str(synthetic_store), "--table",
+           "--units", "", "--phrase-sentences", "20",
+           "--stages", "ingest,phrases,split"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "scale.json").read_text())
@@ -39,6 +43,16 @@ def test_scale_bench_small(tmp_path: Path, synthetic_store: Path) -> None:
     projected = new["projected_files"]
     assert set(projected) >= {"ingest", "encode", "attention", "masks"}
     assert all(v > 0 for v in projected.values())
+    table = json.loads((out / "table.json").read_text())
+    row, counts, unique = table["rows"]["new"], table["counts"], table["unique_images"]
+    assert 0 < row["files"][0] < row["files"][1]  # RefCOCO alone, then the four stores
+    assert sum(c["images"] for c in counts.values()) == unique["sum"] > unique["unique"] > 0
+    # the shared embedding cache: the four stores hold each distinct image once
+    assert row["sam_bytes"][1] == unique["unique"] * row["sam_bytes_per_image"]
+    assert 0 < counts["RefCOCO"]["train"] < counts["RefCOCO"]["sentences"] == 142_210
+    markdown = (out / "table.md").read_text()
+    assert markdown.startswith("| (projected) |")
+    assert all(f"| {name} |" in markdown for name in ("files", "attention on disk"))
 
 
 @needs_sam

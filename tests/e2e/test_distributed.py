@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from pipeline.store.rounds import selection_path
-from tests.helpers import REPO, SAM_VIT_T, TINY_TRAIN, needs_sam
+from tests.helpers import REPO, SAM_VIT_T, TINY_TRAIN, copy_store, needs_sam
 from trainer.config import config_from_dict
 
 pytestmark = pytest.mark.slow
@@ -167,7 +167,7 @@ def test_two_ranks_train_as_one_process_and_resume_across_world_sizes(
     # epoch 1; (1) resuming the one process's epoch 1, on a store copy of its own (rounds).
     (tmp_path / "spy.py").write_text(SPY)
     store_two = tmp_path / "store-two"
-    shutil.copytree(store_copy, store_two)
+    copy_store(store_copy, store_two)
     two, log = tmp_path / "two", tmp_path / "calls"
     args = [*_cli(config, store_copy, synthetic_root, two, cache), "--then",
             *_cli(config, store_two, synthetic_root, from_one, cache)]  # fmt: skip

@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
@@ -25,7 +24,7 @@ import yaml
 
 from pipeline.store.lock import LOCK_FILE
 from pipeline.store.validate import validate
-from tests.helpers import CLI, SAM_VIT_T, TINY_PARAMS, TINY_TRAIN, needs_sam, tree_bytes
+from tests.helpers import CLI, SAM_VIT_T, TINY_PARAMS, TINY_TRAIN, copy_store, needs_sam, tree_bytes
 
 STAGE_ORDER = (
     "samples",
@@ -130,7 +129,7 @@ def test_two_writers_one_fails_with_the_holder_one_waits(
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(TINY_PARAMS))
     store = tmp_path / "store"
-    shutil.copytree(tiny_store, store)
+    copy_store(tiny_store, store)
     common = ["--dataset", "synthetic", "--data-root", str(tiny_root), "--params", str(params)]
     # The first writer recomputes the masks stage (seconds of SAM decoding) under the lock.
     stage = [CLI, "stage", "masks", "--store", str(store), "--force", *common]
@@ -202,7 +201,7 @@ def test_random_kills_of_training_and_select_resume_to_the_same_run(
     runs = {}
     for name in ("whole", "killed"):
         store = tmp_path / name / "store"
-        shutil.copytree(tiny_store, store)
+        copy_store(tiny_store, store)
         runs[name] = (store, tmp_path / name / "run")
     store, out = runs["whole"]
     subprocess.run(_train_cmd(cfg, store, tiny_root, out), check=True, capture_output=True)

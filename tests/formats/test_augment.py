@@ -41,6 +41,7 @@ from tests.helpers import (
     assert_words_match_geometry,
     boundary_pixels,
     check_labels,
+    copy_store,
     tree_bytes,
 )
 
@@ -131,7 +132,7 @@ def test_every_composite_is_exact_and_unambiguous(imagenet_labels: dict[str, Pat
 @pytest.fixture(scope="module")
 def sem_copy(imagenet_labels: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("sem") / "imagenet-mini"
-    shutil.copytree(imagenet_labels["sem"], dest)
+    copy_store(imagenet_labels["sem"], dest)
     return dest
 
 
@@ -151,7 +152,7 @@ def test_words_agree_with_geometry_over_seeds(sem_copy: Path, seed: int) -> None
 def test_same_seed_same_bytes(imagenet_labels: dict[str, Path], tmp_path: Path) -> None:
     first = imagenet_labels["sem"] / "augment"
     store = tmp_path / "imagenet-mini"
-    shutil.copytree(imagenet_labels["sem"], store)
+    copy_store(imagenet_labels["sem"], store)
     shutil.rmtree(store / "augment")
     ctx = StageContext(store, "imagenet-mini", IMAGENET_SAMPLES, IMAGENET_PARAMS)
     run_stage(STAGES["augment"], ctx, InProcessExecutor())

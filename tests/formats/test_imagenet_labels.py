@@ -4,7 +4,6 @@ CLIP source with random weights, on the real sample images with the real vit_t S
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from pipeline.stages.spec import StageContext
 from pipeline.store.finalize import finalize
 from pipeline.store.reader import LabelStore
 from pipeline.store.validate import validate
-from tests.helpers import CLI, IMAGENET_PARAMS, IMAGENET_SAMPLES, SAM_VIT_T
+from tests.helpers import CLI, IMAGENET_PARAMS, IMAGENET_SAMPLES, SAM_VIT_T, copy_store
 
 
 def test_centre_map_is_a_centred_isotropic_gaussian() -> None:
@@ -89,7 +88,7 @@ def test_forced_gates_reject_with_reasons_and_downstream_copes(
     imagenet_labels: dict[str, Path], tmp_path: Path
 ) -> None:
     store = tmp_path / "imagenet-mini"
-    shutil.copytree(imagenet_labels["sem"], store)
+    copy_store(imagenet_labels["sem"], store)
     params = {**IMAGENET_PARAMS, "masks": {"min_area_frac": 0.2, "max_area_frac": 0.4}}
     ctx = StageContext(store, "imagenet-mini", IMAGENET_SAMPLES, params)
     for name in ("masks", "points", "augment"):

@@ -9,7 +9,6 @@ through the CLI as a user would.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from pipeline.stages.executor import InProcessExecutor
 from pipeline.store.reader import LabelStore
 from pipeline.store.rounds import write_round
 from pipeline.store.validate import validate, verify_store
-from tests.helpers import CLI, TINY_PARAMS, tree_bytes
+from tests.helpers import CLI, TINY_PARAMS, copy_store, tree_bytes
 from trainer.loop.select import selection_table
 
 pytestmark = pytest.mark.slow  # each case rebuilds a shard (SAM for the encode ones)
@@ -64,7 +63,7 @@ def test_damage_is_named_and_the_rerun_repairs_it(
     tmp_path: Path, tiny_root: Path, tiny_store: Path, kind: str, mode: str
 ) -> None:
     store = tmp_path / "store"
-    shutil.copytree(tiny_store, store)
+    copy_store(tiny_store, store)
     victim = _one(store, KINDS[kind])
     DAMAGE[mode](victim)
     rel = victim.relative_to(store).as_posix()
@@ -83,12 +82,35 @@ def test_damage_is_named_and_the_rerun_repairs_it(
 
 
 @pytest.mark.parametrize("mode", sorted(DAMAGE))
+def test_damaged_embedding_pack_is_named_and_encoded_again(
+    tmp_path: Path, tiny_root: Path, tiny_store: Path, mode: str
+) -> None:
+    """The embedding cache lies outside the store: a damaged pack is named by validate, refused
+    by readers, and a re-run (or repair) of the store's encode stage encodes its images again."""
+    store = copy_store(tiny_store, tmp_path / tiny_store.name)  # its partition keeps its name
+    victim = _one(tmp_path / "_embeddings", "*/sam-*/pack-*.zarr/sam_embedding/c/**/*")
+    DAMAGE[mode](victim)
+    pack = next(p for p in victim.parents if p.suffix == ".zarr")
+    problems = validate(store)
+    assert any("damaged pack" in p and pack.name in p for p in problems), problems
+    with pytest.raises(StoreError, match="labels validate"):
+        verify_store(store)
+    if mode == "flip":
+        build("synthetic", tiny_root, store, TINY_PARAMS, InProcessExecutor())
+    else:
+        repair(store, tiny_root, InProcessExecutor())
+    assert validate(store) == []
+    assert tree_bytes(store) == tree_bytes(tiny_store)
+    assert tree_bytes(tmp_path / "_embeddings") == tree_bytes(tiny_store.parent / "_embeddings")
+
+
+@pytest.mark.parametrize("mode", sorted(DAMAGE))
 @pytest.mark.parametrize("name", ["selection.parquet", "report.json"])
 def test_damaged_select_round_is_named_and_removed_by_repair(
     tmp_path: Path, tiny_root: Path, tiny_store: Path, name: str, mode: str
 ) -> None:
     store = tmp_path / "store"
-    shutil.copytree(tiny_store, store)
+    copy_store(tiny_store, store)
     samples = LabelStore(store).samples().to_pylist()
     rows = [{"sample_id": s["sample_id"], "cand_idx": 0, "confidence": 0.5, "overlap": 0.9,
              "kept": True, "threshold": 0.5, "round": 1} for s in samples]  # fmt: skip
@@ -108,7 +130,7 @@ def test_cli_validate_repair_as_a_user_runs_it(
     tmp_path: Path, tiny_root: Path, tiny_store: Path
 ) -> None:
     store = tmp_path / "store"
-    shutil.copytree(tiny_store, store)
+    copy_store(tiny_store, store)
     _truncate(store / "masks" / "part-00000.parquet")
     _flip(_one(store, "encode/_stage.json"))
     check = subprocess.run([CLI, "labels", "validate", str(store)], capture_output=True, text=True)

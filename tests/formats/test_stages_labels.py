@@ -41,6 +41,7 @@ from pipeline.stages.executor import InProcessExecutor
 from pipeline.stages.registry import LABEL_STAGES
 from pipeline.stages.spec import StageContext
 from pipeline.store import shards
+from pipeline.store.embeddings import store_embeddings
 from pipeline.store.reader import LabelStore
 from pipeline.store.validate import validate
 from tests.helpers import CLI, IMAGENET_SAMPLES, REFER_SAMPLE, SAM_VIT_T, needs_sam, tree_bytes
@@ -174,10 +175,10 @@ def test_embeddings_are_float16_and_match_set_image(built: dict) -> None:
     store = LabelStore(built["store"])
     path = _shard_tables(built["store"], "encode")[0]
     rows = shards.read_parquet(path).to_pylist()
-    group = store.arrays("encode", path.stem)
-    emb = group["sam_embedding"]
+    cache, keys = store_embeddings(store.root, store.manifest["provenance"])
+    emb = cache.rows(keys["sam"], [r["image_sha256"] for r in rows])
     assert emb.shape == (len(rows), 256, 64, 64) and emb.dtype == np.float16
-    assert [r["array_row"] for r in rows] == list(range(len(rows)))
+    assert cache.root == (built["store"].parent / "_embeddings").resolve()
     for r in rows:
         assert max(r["input_height"], r["input_width"]) == 1024
         assert r["input_height"] == int(r["height"] * 1024 / max(r["height"], r["width"]) + 0.5)
@@ -192,6 +193,36 @@ def test_embeddings_are_float16_and_match_set_image(built: dict) -> None:
     single = predictor.features[0].numpy()
     np.testing.assert_allclose(emb[len(rows) - 1].astype(np.float32), single, atol=2e-2, rtol=1e-2)
     assert tuple(predictor.input_size) == (rows[-1]["input_height"], rows[-1]["input_width"])
+
+
+@pytest.mark.slow
+def test_a_second_dataset_encodes_only_images_no_store_has(built: dict) -> None:
+    """RefCOCO+ beside RefCOCO (largely the same COCO images): its encode runs only the images
+    RefCOCO's store lacks through SAM, and its store reads the others from RefCOCO's packs."""
+    sam = built["sam"]
+    batches: list[int] = []
+    hook = sam.model.image_encoder.register_forward_hook(
+        lambda module, inputs, output: batches.append(int(inputs[0].shape[0]))
+    )
+    out = built["store"].parent / "refcoco+"
+    try:
+        build("refcoco+", REFER_SAMPLE, out, PARAMS, InProcessExecutor(),
+              stages=("ingest", "encode"), models=MODELS)  # fmt: skip
+    finally:
+        hook.remove()
+    first, second = LabelStore(built["store"]), out
+    shared = set(first.table("samples").column("image_sha256").to_pylist())
+    mine = {
+        r["image_sha256"]
+        for r in shards.read_parquet(_shard_tables(second, "encode")[0]).to_pylist()
+    }
+    for path in _shard_tables(second, "encode")[1:]:
+        mine |= set(shards.read_parquet(path).column("image_sha256").to_pylist())
+    assert mine & shared  # the sample's refcoco+ expressions share refcoco's images
+    assert sum(batches) == len(mine - shared)  # only images refcoco lacks go through SAM
+    cache, keys = store_embeddings(first.root, first.manifest["provenance"])
+    owner = {h: cache.entry(keys["sam"], h).pack.parent.parent.name for h in mine}
+    assert owner == {h: "refcoco" if h in shared else "refcoco+" for h in mine}
 
 
 @pytest.mark.slow
@@ -289,7 +320,9 @@ def test_store_validates_with_arrays_and_models(built: dict) -> None:
     assert validate(built["store"]) == []
     manifest = json.loads((built["store"] / "manifest.json").read_text())
     zarr_paths = {s["path"] for s in manifest["shards"] if s.get("kind") == "zarr"}
-    assert {p.split("/")[0] for p in zarr_paths} == {"encode", "attention"}
+    assert {p.split("/")[0] for p in zarr_paths} == {"attention"}  # embeddings: in the cache
+    assert manifest["provenance"]["embeddings"]["cache"] == "../_embeddings"
+    assert manifest["provenance"]["embeddings"]["sam"].startswith("sam-")
     assert manifest["models"]["sam"] == {
         "variant": "vit_t",
         "weights": built["sam"].weights_id,
@@ -323,8 +356,10 @@ def test_clip_relevance_with_random_tiny_clip_through_the_cli(tmp_path: Path) ->
     store = LabelStore(out)
     assert store.manifest["models"]["clip"] == {"model": "ppt-tiny-vit", "weights": RANDOM_INIT}
     path = _shard_tables(out, "encode")[0]
-    dense = store.arrays("encode", path.stem)["clip_dense"]
-    assert dense.shape == (shards.read_parquet(path).num_rows, 28, 28, 32)  # 448 / 16, D = 32
+    cache, keys = store_embeddings(store.root, store.manifest["provenance"])
+    digests = shards.read_parquet(path).column("image_sha256").to_pylist()
+    dense = cache.rows(keys["clip"], digests)
+    assert dense.shape == (len(digests), 28, 28, 32)  # 448 / 16, D = 32
     table = store.table("attention")
     assert set(table.column("relevance_source").to_pylist()) == {"clip"}
     assert store.table("masks").num_rows == store.table("phrases").num_rows

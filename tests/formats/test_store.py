@@ -14,11 +14,13 @@ from pipeline.core.errors import StoreError
 from pipeline.data.registry import open_dataset
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
+from pipeline.store.embeddings import CACHE_ENV
 from pipeline.store.lock import LOCK_FILE
 from pipeline.store.reader import LabelStore
 from pipeline.store.schemas import SCHEMA_VERSION
 from pipeline.store.validate import validate
 from tests.helpers import SMALL_PARAMS, TINY_PARAMS, tree_bytes
+from trainer.data.sam_embeddings import SamEmbeddings
 
 
 def test_store_has_one_sample_per_record(synthetic_store: Path, synthetic_root: Path) -> None:
@@ -124,6 +126,23 @@ def test_unknown_schema_version_is_refused(store_copy: Path) -> None:
     assert "schema_version 99" in validate(store_copy)[0]
 
 
+def test_a_moved_embedding_cache_is_named_and_found_through_the_env(
+    store_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moved = tmp_path / "elsewhere"
+    (store_copy.parent / "_embeddings").rename(moved)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    problems = validate(store_copy)
+    assert len(problems) == 1 and "embedding cache" in problems[0] and CACHE_ENV in problems[0]
+    with pytest.raises(StoreError, match="embedding cache"):
+        SamEmbeddings(LabelStore(store_copy))
+    monkeypatch.setenv(CACHE_ENV, str(moved))
+    assert validate(store_copy) == []
+    emb = SamEmbeddings(LabelStore(store_copy))
+    digest = LabelStore(store_copy).table("encode").column("image_sha256")[0].as_py()
+    assert emb[digest].shape == (256, 64, 64)
+
+
 def test_older_schema_version_names_the_rebuild(store_copy: Path) -> None:
     path = store_copy / "manifest.json"
     manifest = json.loads(path.read_text())
@@ -141,14 +160,18 @@ def test_older_schema_version_names_the_rebuild(store_copy: Path) -> None:
 
 def test_arrays_are_one_file_per_array_per_shard(synthetic_store: Path) -> None:
     store = LabelStore(synthetic_store)
-    groups = [e["path"] for e in store.manifest["shards"] if e.get("kind") == "zarr"]
-    assert {g.split("/")[0] for g in groups} == {"encode", "attention"}
-    for rel in groups:
-        group = zarr.open_group(str(synthetic_store / rel), mode="r")
+    groups = [
+        synthetic_store / e["path"] for e in store.manifest["shards"] if e.get("kind") == "zarr"
+    ]
+    assert {g.parent.name for g in groups} == {"attention"}  # embeddings: in the cache's packs
+    packs = sorted((synthetic_store.parent / "_embeddings").glob("*/sam-*/pack-*.zarr"))
+    assert packs and len(packs) == len(list(synthetic_store.glob("encode/part-*.parquet")))
+    for path in groups + packs:
+        group = zarr.open_group(str(path), mode="r")
         for name, array in group.arrays():
-            chunk_files = [p for p in (synthetic_store / rel / name).rglob("*") if p.is_file()]
+            chunk_files = [p for p in (path / name).rglob("*") if p.is_file()]
             chunk_files = [p for p in chunk_files if p.name != "zarr.json"]
-            assert len(chunk_files) <= 1, (rel, name, chunk_files)  # none when the array is empty
+            assert len(chunk_files) <= 1, (path, name, chunk_files)  # none when the array is empty
             if array.ndim > 1 and array.shape[0] > 1:
                 assert array.chunks[0] == 1 < array.shards[0] == array.shape[0]  # one row a chunk
                 whole = array[...]

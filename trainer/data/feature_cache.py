@@ -19,8 +19,8 @@ inner chunk per row, so the trainer reads one image's or sample's row, and a sha
 256 MiB of rows, so the cache is a few files per array, not one per row. `CACHE_FORMAT` is in the
 key: a cache of an older layout is rebuilt, never read. The cache is built in a temporary
 directory and renamed, so a killed run leaves nothing half read. SAM embeddings are never
-recomputed: `SamEmbeddings` (trainer.data.sam_embeddings) reads the encode stage's arrays of the
-label store. Readers load everything into memory when it is small (`max_memory_bytes`).
+recomputed: `SamEmbeddings` (trainer.data.sam_embeddings) reads them from the label store's
+embedding cache. Readers load everything into memory when it is small (`max_memory_bytes`).
 """
 
 from __future__ import annotations

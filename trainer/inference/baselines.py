@@ -39,7 +39,7 @@ from pipeline.models.frozen import FrozenSam
 from pipeline.models.weights import check_weights
 from pipeline.scoring.label_eval import ground_truth_rles
 from pipeline.scoring.metrics import RisMeter
-from pipeline.store import schemas, shards
+from pipeline.store.embeddings import store_embeddings
 from pipeline.store.reader import LabelStore
 
 log = logging.getLogger(__name__)
@@ -66,23 +66,21 @@ def cached_embeddings(
 ) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """(encode row, (256, 64, 64) f16 embedding) of each image in `images` (by sha256).
 
-    Reads shard by shard, and refuses a `sam` whose weights differ from the encode stage's.
+    Reads them from the embedding cache; refuses a `sam` whose weights differ from the encode
+    stage's.
     """
     if "encode" not in store.tables:
         raise StoreError(f"{store.root}: no encode table; build the encode stage first")
-    wanted = set(images)
-    for entry in store.manifest["shards"]:
-        path = Path(entry["path"])
-        if path.parent.name != "encode" or path.suffix != ".parquet":
-            continue  # rejects and the Zarr groups themselves
-        table = shards.read_parquet(store.root / path, schemas.ENCODE).to_pylist()
-        rows = [r for r in table if r["image_sha256"] in wanted]
-        if not rows:
+    cache, keys = store_embeddings(store.root, store.manifest.get("provenance", {}))
+    wanted, checked = set(images), False
+    for row in store.table("encode").to_pylist():
+        if row["image_sha256"] not in wanted:
             continue
-        group = store.arrays("encode", path.stem)
-        check_weights(dict(group.attrs)["sam"], sam, f"SAM {sam.variant}")
-        for row in rows:
-            yield row, group["sam_embedding"][row["array_row"]]
+        entry = cache.entry(keys["sam"], row["image_sha256"])
+        if not checked:
+            check_weights(dict(cache.group(entry).attrs)["sam"], sam, f"SAM {sam.variant}")
+            checked = True
+        yield row, cache.row(keys["sam"], row["image_sha256"])
 
 
 def centre_prompt_masks(
