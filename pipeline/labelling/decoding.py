@@ -40,12 +40,14 @@ class Prompts:
 
 @torch.no_grad()
 def decode(
-    predictor: SamPredictor, prompts: Sequence[Prompts], multimask: bool
+    predictor: SamPredictor, prompts: Sequence[Prompts], multimask: bool, chunk: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's outputs for every prompt of the image `predictor` holds.
 
     Returns low-res logits (N, C, 256, 256) and predicted IoUs (N, C) on the model's device,
-    C = 3 with `multimask`, else 1; one decoder call per distinct (points, box) shape.
+    C = 3 with `multimask`, else 1; one decoder call per distinct (points, box) shape and per
+    `chunk` prompts of it (the decoder holds ~10 copies of the 64² embedding per prompt: ~40 MB
+    in float32, so a Mosaic image's hundred maps would otherwise take 4 GB at once).
     """
     model, device = predictor.model, predictor.device
     shapes: dict[tuple[int, bool], list[int]] = defaultdict(list)
@@ -55,7 +57,12 @@ def decode(
     logits = torch.empty((n, c, LOW_RES, LOW_RES), device=device)
     scores = torch.empty((n, c), device=device)
     size = predictor.original_size
-    for (n_points, has_box), rows in shapes.items():
+    batches = [
+        (shape, rows[start : start + chunk])
+        for shape, rows in shapes.items()
+        for start in range(0, len(rows), chunk)
+    ]
+    for (n_points, has_box), rows in batches:
         points = boxes = None
         if n_points:
             coords = np.stack([prompts[i].points for i in rows])  # (B, P, 2)
