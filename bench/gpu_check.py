@@ -6,7 +6,7 @@
   encode stage's own call, preprocessing and the copy to the host included) and of CLIP
   ViT-B-16's dense features (`clip_dense` at the encode stage's 448 input), random weights, bf16
   autocast, batches of 8, 16 and 32 images of COCO's 640 × 480.
-- masks: candidates/s of the masks stage's prompting path on a cached embedding.
+- masks: candidates/s of the masks stage's batched decoder path on cached embeddings.
 - train: optimizer steps/s of the point generator at configs/paper.yaml (batch 64, ViT-B-16
   stages, mask loss on: SAM's decoder in every step), on batches shaped as the loader makes them.
 
@@ -103,11 +103,11 @@ def _blobs(rng: np.random.Generator, n: int, grid: int) -> list[np.ndarray]:
 
 
 def check_masks(device: torch.device, smoke: bool) -> list[dict[str, Any]]:
-    """Candidates/s of the masks stage's path: one image's maps through `prompt_mask`, the
-    image's embedding cached (set once per image, as the stage does)."""
+    """Candidates/s of the masks stage's path: one image's maps through `prompt_masks` (prompts
+    on SAM's low-res frame, one decoder batch per image), the image's embedding cached."""
     from segment_anything import SamPredictor
 
-    from pipeline.labelling.prompting import prompt_mask
+    from pipeline.labelling.prompting import prompt_masks
     from pipeline.models.encoders import cached_predictor, sam_embeddings
     from pipeline.models.frozen import build_sam
     from pipeline.stages.masks import DEFAULT_RULE
@@ -125,8 +125,7 @@ def check_masks(device: torch.device, smoke: bool) -> list[dict[str, Any]]:
     for per_image in (2,) if smoke else (16, 64):
         maps = _blobs(rng, per_image, 28)
         _reset_peak(device)
-        seconds = timed(lambda m=maps: [prompt_mask(DEFAULT_RULE, r, predictor, (480, 640))
-                                         for r in m],
+        seconds = timed(lambda m=maps: prompt_masks(DEFAULT_RULE, m, predictor, image.shape[:2]),
                         device, repeats=1 if smoke else 5)  # fmt: skip
         rows.append({"what": "masks", "model": f"SAM {sam_variant}, {DEFAULT_RULE}",
                      "batch": per_image, "per_s": round(per_image / seconds, 2),

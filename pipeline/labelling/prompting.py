@@ -3,7 +3,7 @@
 Maps follow `pipeline.labelling.grid`'s convention. Rules min-max normalise a map to [0, 1]
 first; a constant map carries no location and gives an empty mask (score 0) with a warning.
 
-Rules (`PROMPT_RULES`, variants are data: a name → a function with its parameters bound):
+Rules (`PROMPT_RULES`, variants are data: a name → a `PromptRule`):
 
 - "clip_surgery": CLIP Surgery's SAM demo, faithfully (github.com/xmed-lab/CLIP_Surgery,
   clip/clip.py `similarity_map_to_points(sm, shape, t=0.8, down_sample=2)` and demo.py): bilinear
@@ -12,48 +12,59 @@ Rules (`PROMPT_RULES`, variants are data: a name → a function with its paramet
   negatives = the num lowest, each at its cell centre truncated to int pixels; SAM with
   multimask_output=True; keep the mask of highest predicted IoU. (Ties are broken by a stable
   sort here, so the choice among equal cells is deterministic; the reference's is unspecified.)
-- "box_points" (ours): the map, upsampled bilinearly to pixels, is thresholded at 0.5 and its
-  connected component of largest relevance mass is the object region; prompts = the region's
-  bounding box + 3 positives (the region's deepest point, then farthest-point spread over its
-  confident core, map ≥ 0.8, ≥ half a cell inside the edge) + ≤ 2 negatives (box pixels with
-  map ≤ 0.1 farthest from the region: holes and empty corners of the box). SAM multimask; the
-  output maximising agreement + predicted IoU is kept. Why: SAM is far better at "segment the
-  object in this box" than at reading a cloud of cell-centre points (the box alone is ~the GT-box
-  reference), the spread positives say which object of the box, the negatives cut the
-  background the box cannot, and the map itself picks among SAM's nested candidates.
+- "box_points" (ours): the map, upsampled bilinearly, is thresholded at 0.5 and its connected
+  component of largest relevance mass is the object region; prompts = the region's bounding box
+  + 3 positives (the region's deepest point, then farthest-point spread over its confident core,
+  map ≥ 0.8, ≥ half a cell inside the edge) + ≤ 2 negatives (box points with map ≤ 0.1 farthest
+  from the region: holes and empty corners of the box). SAM multimask; the output maximising
+  agreement + predicted IoU is kept. Why: SAM is far better at "segment the object in this box"
+  than at reading a cloud of cell-centre points (the box alone is ~the GT-box reference), the
+  spread positives say which object of the box, the negatives cut the background the box
+  cannot, and the map itself picks among SAM's nested candidates.
 - "box_points_clicks": the same, then ≤ 2 corrective clicks (`_corrective_click`) placed where
   the mask and the map disagree most, each kept only if agreement rises. Better on faithful
   maps (gt-mask), worse where the map is only a coarse stand-in for the shape (gt-box).
   Numbers for all rules: bench/prompting_rules.py.
 
-Agreement (`pipeline.labelling.grid.agreement`) is the soft IoU of a mask and a map.
+Where the work happens. Prompts are built on SAM's low-res frame (`grid.Frame`: long side 256),
+never on the full-size image: the map is upsampled to the frame, distances are measured there in
+image pixels, and a frame point is an image point by its scale; only the box edges are placed to
+the image pixel, where the map (linear between two frame samples) crosses the threshold. All the
+candidates of one image go through SAM's decoder together (`decoding.decode`), their outputs are
+compared with the maps on the frame (agreement: the soft IoU of `grid.agreement`, of the mask
+sampled at frame pixels), and only the chosen mask of each is upsampled to the original size.
+`prompt_masks` is that path; `prompt_mask` is the same for one map.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
 from segment_anything import SamPredictor
 
-from pipeline.labelling.grid import ImageSize, agreement, cell_side, normalize_map, upsample_map
+from pipeline.labelling.decoding import Prompts, decode, frame_masks, full_masks
+from pipeline.labelling.grid import (
+    Frame,
+    ImageSize,
+    area_weights,
+    cell_side,
+    normalize_map,
+    soft_iou,
+    upsample_map,
+)
+from pipeline.labelling.map_prompts import (
+    box_points_prompts,
+    clip_surgery_prompts,
+    corrective_click,
+)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class Prompts:
-    """SAM prompts in the original image's pixel coordinates."""
-
-    points: np.ndarray  # (P, 2) float32 (x, y); P may be 0
-    labels: np.ndarray  # (P,) int64: 1 positive, 0 negative
-    box: np.ndarray | None = None  # (4,) float32 (x0, y0, x1, y1), or no box
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,238 +73,176 @@ class PromptResult:
 
     mask: np.ndarray  # (H, W) bool at the original size
     score: float  # SAM's predicted IoU of the chosen mask
-    agreement: float  # soft IoU of the mask with the map (module docstring), in [0, 1]
+    agreement: float  # soft IoU of the mask (on the frame) with the map, in [0, 1]
     prompts: Prompts
 
 
-PromptRule = Callable[[np.ndarray, SamPredictor, ImageSize], PromptResult]
+@dataclass(frozen=True)
+class PromptRule:
+    """A prompting rule as data: its prompts, SAM's outputs, and which output is kept."""
 
-
-def _empty_result(image_size: ImageSize) -> PromptResult:
-    log.warning("constant relevance map: no location to prompt, returning an empty mask")
-    empty = Prompts(np.zeros((0, 2), np.float32), np.zeros((0,), np.int64))
-    return PromptResult(np.zeros(image_size, dtype=bool), 0.0, 0.0, empty)
-
-
-def clip_surgery_prompts(
-    relevance: np.ndarray, image_size: ImageSize, t: float = 0.8, down_sample: int = 2
-) -> Prompts:
-    """CLIP Surgery's `similarity_map_to_points`: num positives and num negatives.
-
-    relevance: (G, G) raw or normalised map; image_size: (H, W). Returns 2·num points.
-    """
-    sm = torch.as_tensor(np.asarray(relevance, dtype=np.float32))[None, None]  # (1, 1, G, G)
-    h, w = relevance.shape[0] // down_sample, relevance.shape[1] // down_sample
-    sm = F.interpolate(sm, (h, w), mode="bilinear")[0, 0].reshape(-1)  # (h*w,) "to smooth"
-    sm = (sm - sm.min()) / (sm.max() - sm.min())
-    rank = torch.sort(sm, stable=True).indices  # ascending
-    num = max(1, min(int((sm >= t).sum()), sm.numel() // 2))  # ≥ 1: the max is always 1 ≥ t
-    scale_h, scale_w = image_size[0] / h, image_size[1] / w
-    idx = torch.cat([rank[-num:], rank[:num]]).numpy()  # positives, then negatives
-    # +0.5: cell centre; clipped to the last pixel and truncated to int as in the reference.
-    x = np.minimum((idx % w + 0.5) * scale_w, image_size[1] - 1).astype(np.int64)
-    y = np.minimum((idx // w + 0.5) * scale_h, image_size[0] - 1).astype(np.int64)
-    labels = np.r_[np.ones(num, np.int64), np.zeros(num, np.int64)]
-    return Prompts(np.stack([x, y], axis=1).astype(np.float32), labels)
-
-
-@torch.no_grad()
-def clip_surgery_rule(
-    relevance: np.ndarray,
-    predictor: SamPredictor,
-    image_size: ImageSize,
-    t: float = 0.8,
-    down_sample: int = 2,
-    multimask: bool = True,
-) -> PromptResult:
-    """The CLIP Surgery demo: its points, SAM multimask, the mask of highest predicted IoU."""
-    r = normalize_map(relevance)
-    if r is None:
-        return _empty_result(image_size)
-    prompts = clip_surgery_prompts(r, image_size, t=t, down_sample=down_sample)
-    masks, scores, _ = predictor.predict(
-        point_coords=prompts.points, point_labels=prompts.labels, multimask_output=multimask
-    )  # (3 or 1, H, W), (3 or 1,)
-    best = int(np.argmax(scores))
-    return PromptResult(masks[best], float(scores[best]), agreement(masks[best], r), prompts)
-
-
-def _farthest_points(cands: np.ndarray, first: int, k: int, min_dist: float) -> np.ndarray:
-    """Greedy farthest-point sampling: (N, 2) candidates → indices of ≤ k spread points."""
-    chosen = [first]
-    dist = np.linalg.norm(cands - cands[first], axis=1)  # (N,) distance to the chosen set
-    while len(chosen) < k:
-        j = int(np.argmax(dist))
-        if dist[j] < min_dist:  # the rest would crowd the points already chosen
-            break
-        chosen.append(j)
-        dist = np.minimum(dist, np.linalg.norm(cands - cands[j], axis=1))
-    return np.asarray(chosen)
-
-
-def _spread_points(
-    allowed: np.ndarray, depth: np.ndarray, k: int, min_dist: float, stride: int
-) -> np.ndarray:
-    """≤ k (x, y) points in `allowed` (H, W): the deepest (max `depth`), then farthest-spread."""
-    sub = np.zeros_like(allowed)
-    sub[::stride, ::stride] = True  # a lattice keeps the search cheap on large images
-    ys, xs = np.nonzero(allowed & sub)
-    if ys.size == 0:  # `allowed` is smaller than the lattice spacing
-        ys, xs = np.nonzero(allowed)
-    if k <= 0 or ys.size == 0:
-        return np.zeros((0, 2), np.float32)
-    first = int(np.argmax(depth[ys, xs]))
-    cands = np.stack([xs, ys], axis=1).astype(np.float32)  # (N, 2) x, y
-    return cands[_farthest_points(cands, first, k, min_dist)] + 0.5  # pixel centres
-
-
-def box_points_prompts(
-    relevance: np.ndarray,
-    image_size: ImageSize,
-    region_t: float = 0.5,
-    pos_t: float = 0.8,
-    neg_t: float = 0.1,
-    n_pos: int = 3,
-    n_neg: int = 2,
-    margin: float = 0.5,
-) -> Prompts:
-    """Box of the map's main region, spread positives inside it, negatives in its empty parts.
-
-    relevance: (G, G) normalised map; image_size: (H, W). The map is upsampled to pixels
-    (bilinear between cell centres, so a region edge falls where the map crosses `region_t`,
-    i.e. at sub-cell precision for an area-fraction map). Region = the connected component of
-    {map ≥ region_t} with the largest relevance mass (a CLIP map's stray peaks are small).
-    Box = its bounding box. Positives: the region's deepest point (farthest from its edge) and
-    farthest-spread points with map ≥ pos_t, all ≥ `margin` cells inside the edge. Negatives:
-    points of the box with map ≤ neg_t, deepest first, ≥ `margin` cells from any region pixel:
-    the box already excludes the outside, so only holes and corners of the box need them.
-    """
-    up = upsample_map(relevance, image_size)  # (H, W)
-    region = up >= min(region_t, float(up.max()))
-    comps, n = ndimage.label(region)
-    mass = ndimage.sum(up, comps, index=np.arange(1, n + 1))  # (n,)
-    comp = comps == int(np.argmax(mass)) + 1  # (H, W)
-    ys, xs = np.nonzero(comp)
-    box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-
-    cell = cell_side(relevance, image_size)
-    stride = max(1, int(cell // 4))
-    depth_in = ndimage.distance_transform_edt(comp)  # (H, W) distance to the region's edge
-    allowed = comp & (depth_in >= margin * cell) & (up >= pos_t)
-    if not allowed.any():  # thin or faint region: fall back to its deepest pixels
-        allowed = depth_in >= depth_in.max()
-    pos = _spread_points(allowed, depth_in, n_pos, min_dist=cell, stride=stride)
-
-    in_box = np.zeros_like(comp)
-    in_box[int(box[1]) : int(box[3]), int(box[0]) : int(box[2])] = True
-    depth_out = ndimage.distance_transform_edt(~region)  # (H, W) distance to any region pixel
-    allowed = in_box & (up <= neg_t) & (depth_out >= margin * cell)
-    neg = _spread_points(allowed, depth_out, n_neg, min_dist=cell, stride=stride)
-
-    labels = np.r_[np.ones(len(pos), np.int64), np.zeros(len(neg), np.int64)]
-    return Prompts(np.concatenate([pos, neg]).astype(np.float32), labels, box)
-
-
-def _corrective_click(
-    mask: np.ndarray, up: np.ndarray, pos_t: float, neg_t: float, min_depth: float
-) -> tuple[np.ndarray, int] | None:
-    """The click an annotator would add: at the deepest point of the worst error vs the map.
-
-    mask: (H, W) bool SAM mask; up: (H, W) upsampled normalised map. Errors are mask pixels
-    where the map is clearly low (→ negative click) and map-high pixels the mask misses
-    (→ positive). Returns ((x, y), label) or None when no error is `min_depth` pixels deep.
-    """
-    best: tuple[np.ndarray, int] | None = None
-    best_depth = min_depth
-    for error, label in ((mask & (up <= neg_t), 0), (~mask & (up >= pos_t), 1)):
-        if not error.any():
-            continue
-        depth = ndimage.distance_transform_edt(error)  # (H, W)
-        y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
-        if depth[y, x] >= best_depth:
-            best, best_depth = (np.array([x + 0.5, y + 0.5], np.float32), label), depth[y, x]
-    return best
-
-
-@torch.no_grad()
-def box_points_rule(
-    relevance: np.ndarray,
-    predictor: SamPredictor,
-    image_size: ImageSize,
-    region_t: float = 0.5,
-    pos_t: float = 0.8,
-    neg_t: float = 0.1,
-    n_pos: int = 3,
-    n_neg: int = 2,
-    margin: float = 0.5,
-    multimask: bool = True,
-    w_score: float = 1.0,
-    corrections: int = 0,
-) -> PromptResult:
-    """Box + points (`box_points_prompts`), the SAM mask that best agrees with the map.
-
-    Among SAM's multimask outputs the choice maximises agreement + w_score · predicted IoU: the
-    map says which of the nested candidates (part / object / group) it means, SAM's score
-    breaks near-ties. Then up to `corrections` corrective clicks (`_corrective_click`), each
-    kept only if the new mask agrees better with the map (the map is the only judge there is).
-    """
-    r = normalize_map(relevance)
-    if r is None:
-        return _empty_result(image_size)
-    prompts = box_points_prompts(r, image_size, region_t, pos_t, neg_t, n_pos, n_neg, margin)
-
-    def predict(p: Prompts) -> tuple[np.ndarray, float, float]:
-        has_points = len(p.labels) > 0
-        masks, scores, _ = predictor.predict(
-            point_coords=p.points if has_points else None,
-            point_labels=p.labels if has_points else None,
-            box=p.box,
-            multimask_output=multimask,
-        )  # (C, H, W), (C,)
-        agree = np.array([agreement(m, r) for m in masks])  # (C,)
-        best = int(np.argmax(agree + w_score * scores))
-        return masks[best], float(scores[best]), float(agree[best])
-
-    mask, score, agree = predict(prompts)
-    up = upsample_map(r, image_size) if corrections > 0 else None  # (H, W)
-    for _ in range(corrections):
-        click = _corrective_click(mask, up, pos_t, neg_t, margin * cell_side(r, image_size))
-        if click is None:
-            break
-        points = np.concatenate([prompts.points, click[0][None]])  # (P+1, 2)
-        trial = Prompts(points, np.r_[prompts.labels, click[1]], prompts.box)
-        t_mask, t_score, t_agree = predict(trial)
-        if t_agree <= agree:
-            break
-        prompts, mask, score, agree = trial, t_mask, t_score, t_agree
-    return PromptResult(mask, score, agree, prompts)
+    build: Callable[[np.ndarray, Frame], Prompts]  # normalised (G, G) map, frame → prompts
+    multimask: bool = True  # SAM's three nested outputs, else its single one
+    # The kept output maximises w_agreement · agreement + w_score · SAM's predicted IoU: the map
+    # says which of the nested candidates (part / object / group) it means, SAM's score breaks
+    # near-ties.
+    w_agreement: float = 1.0
+    w_score: float = 1.0
+    corrections: int = 0  # corrective clicks (`corrective_click`), each kept if agreement rises
+    click: tuple[float, float, float] = (0.8, 0.1, 0.5)  # its pos_t, neg_t, margin (in cells)
 
 
 PROMPT_RULES: dict[str, PromptRule] = {
-    "clip_surgery": clip_surgery_rule,
-    "clip_surgery_single": functools.partial(clip_surgery_rule, multimask=False),
-    "box_points": box_points_rule,
-    "box_points_clicks": functools.partial(box_points_rule, corrections=2),
+    "clip_surgery": PromptRule(clip_surgery_prompts, w_agreement=0.0),  # highest predicted IoU
+    "clip_surgery_single": PromptRule(clip_surgery_prompts, multimask=False, w_agreement=0.0),
+    "box_points": PromptRule(box_points_prompts),
+    "box_points_clicks": PromptRule(box_points_prompts, corrections=2),
     # box_points without negative points: what they buy (ablation row 10)
-    "box_points_positive": functools.partial(box_points_rule, n_neg=0),
+    "box_points_positive": PromptRule(functools.partial(box_points_prompts, n_neg=0)),
 }
 
 
-def prompt_mask(
-    rule: str, relevance: np.ndarray, predictor: SamPredictor, image_size: ImageSize
-) -> PromptResult:
-    """One mask for one candidate: (G, G) map + predictor with the image set → (H, W) mask.
+@dataclass(frozen=True, eq=False)
+class _Output:
+    """SAM's kept output for one candidate's prompts."""
 
-    `predictor` must already hold the image (`set_image`): encode each image once and call this
-    for all its candidates and rules.
-    """
+    logits: torch.Tensor  # (256, 256) low-res logits, on the model's device
+    frame_mask: np.ndarray  # (h, w) bool: the mask at the frame's pixel centres
+    score: float  # SAM's predicted IoU
+    agreement: float  # soft IoU of frame_mask with the map
+
+
+@dataclass(frozen=True, eq=False)
+class _Candidate:
+    """One non-constant map on its way through a rule."""
+
+    index: int  # position in `prompt_masks`' input
+    relevance: np.ndarray  # (G, G) normalised map
+    prompts: Prompts
+    output: _Output | None = None
+    open: bool = True  # a corrective click may still improve it
+
+
+def _cell_fractions(masks: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """(N, C, h, w) bool frame masks → (N, C, G, G) area fraction of each map cell they cover
+    (`grid.mask_to_grid` on the masks' device, in float32)."""
+    (h, w), device = masks.shape[-2:], masks.device
+    ah = torch.as_tensor(area_weights(h, grid[0]), dtype=torch.float32, device=device)  # (G, h)
+    aw = torch.as_tensor(area_weights(w, grid[1]), dtype=torch.float32, device=device)  # (G, w)
+    return (ah @ masks.float() @ aw.T).cpu().numpy().astype(np.float64)
+
+
+def _decide(
+    spec: PromptRule, cands: list[_Candidate], predictor: SamPredictor, frame: Frame
+) -> list[_Output]:
+    """SAM's outputs for every candidate's prompts, one batch; the output the rule keeps."""
+    if not cands:
+        return []
+    logits, scores = decode(predictor, [c.prompts for c in cands], spec.multimask)  # (N, C, ..)
+    masks = frame_masks(predictor, logits, frame)  # (N, C, h, w) bool, on the device
+    agree = np.empty(scores.shape)  # (N, C)
+    for shape in {c.relevance.shape for c in cands}:  # one grid side in practice
+        rows = [i for i, c in enumerate(cands) if c.relevance.shape == shape]
+        maps = np.stack([cands[i].relevance for i in rows])[:, None]  # (n, 1, G, G)
+        agree[rows] = soft_iou(_cell_fractions(masks[rows], shape), maps)
+    iou = scores.cpu().numpy()  # (N, C) float32
+    best = np.argmax(spec.w_agreement * agree + spec.w_score * iou, axis=1)  # (N,)
+    masks = (
+        masks[
+            torch.arange(len(cands), device=masks.device),
+            torch.as_tensor(best, device=masks.device),
+        ]
+        .cpu()
+        .numpy()
+    )  # (N, h, w)
+    return [
+        _Output(logits[i, b], masks[i], float(iou[i, b]), float(agree[i, b]))
+        for i, b in enumerate(best.tolist())
+    ]
+
+
+def _correct(
+    spec: PromptRule, cands: list[_Candidate], predictor: SamPredictor, frame: Frame
+) -> list[_Candidate]:
+    """One corrective-click round for every open candidate, batched; kept where agreement rises."""
+    pos_t, neg_t, margin = spec.click
+    trials = []
+    for c in cands:
+        if not c.open:
+            continue
+        up = upsample_map(c.relevance, frame.shape)  # (h, w)
+        min_depth = margin * cell_side(c.relevance, frame.image_size)
+        click = corrective_click(c.output.frame_mask, up, pos_t, neg_t, min_depth, frame)
+        if click is None:
+            trials.append(dataclasses.replace(c, open=False))
+            continue
+        p = c.prompts
+        points = np.concatenate([p.points, click[0][None]])  # (P+1, 2)
+        trials.append(
+            dataclasses.replace(c, prompts=Prompts(points, np.r_[p.labels, click[1]], p.box))
+        )
+    tried = [t for t in trials if t.open]
+    better = {
+        t.index: (t, o) for t, o in zip(tried, _decide(spec, tried, predictor, frame), strict=True)
+    }
+    out = []
+    for c in cands:
+        if c.index in better and better[c.index][1].agreement > c.output.agreement:
+            t, o = better[c.index]
+            out.append(dataclasses.replace(t, output=o))
+        else:
+            out.append(dataclasses.replace(c, open=False) if c.open else c)
+    return out
+
+
+def _check(rule: str, predictor: SamPredictor, image_size: ImageSize) -> PromptRule:
     if rule not in PROMPT_RULES:
         raise ValueError(f"unknown prompting rule {rule!r}: choose one of {sorted(PROMPT_RULES)}")
     if not predictor.is_image_set:
-        raise RuntimeError("call predictor.set_image(image) before prompting")
+        raise RuntimeError("call predictor.set_image(image) (or cached_predictor) before prompting")
     if tuple(predictor.original_size) != tuple(image_size):
         raise ValueError(
             f"image_size {tuple(image_size)} differs from the predictor's image "
             f"{tuple(predictor.original_size)}: pass the original (H, W) of the image that is set"
         )
-    return PROMPT_RULES[rule](relevance, predictor, image_size)
+    return PROMPT_RULES[rule]
+
+
+@torch.no_grad()
+def prompt_masks(
+    rule: str, relevance: Sequence[np.ndarray], predictor: SamPredictor, image_size: ImageSize
+) -> list[PromptResult]:
+    """One mask per map, for all the maps of one image: (G, G) maps → (H, W) masks, in order.
+
+    `predictor` must already hold the image (`set_image`, or `cached_predictor` from the encode
+    stage's embedding). SAM's decoder runs once per prompt shape for all the maps (and once more
+    per corrective-click round); only the kept masks are upsampled to the original size.
+    """
+    spec = _check(rule, predictor, image_size)
+    frame = Frame.of(image_size)
+    results: list[PromptResult | None] = [None] * len(relevance)
+    cands = []
+    for i, grid_map in enumerate(relevance):
+        r = normalize_map(grid_map)
+        if r is None:
+            log.warning("constant relevance map: no location to prompt, returning an empty mask")
+            empty = Prompts(np.zeros((0, 2), np.float32), np.zeros((0,), np.int64))
+            results[i] = PromptResult(np.zeros(image_size, dtype=bool), 0.0, 0.0, empty)
+        else:
+            cands.append(_Candidate(i, r, spec.build(r, frame)))
+    outputs = _decide(spec, cands, predictor, frame)
+    cands = [dataclasses.replace(c, output=o) for c, o in zip(cands, outputs, strict=True)]
+    for _ in range(spec.corrections):
+        cands = _correct(spec, cands, predictor, frame)
+    if cands:
+        masks = full_masks(predictor, torch.stack([c.output.logits for c in cands]))  # (N, H, W)
+        for c, mask in zip(cands, masks, strict=True):
+            results[c.index] = PromptResult(mask, c.output.score, c.output.agreement, c.prompts)
+    return results  # type: ignore[return-value]
+
+
+def prompt_mask(
+    rule: str, relevance: np.ndarray, predictor: SamPredictor, image_size: ImageSize
+) -> PromptResult:
+    """One mask for one candidate: `prompt_masks` for a single (G, G) map."""
+    return prompt_masks(rule, [relevance], predictor, image_size)[0]

@@ -218,9 +218,9 @@ def cached_predictor(
     original: the image's (H, W); resized: SAM's input (h, w) before padding.
     """
     predictor.reset_image()
-    predictor.features = torch.from_numpy(embedding.astype(np.float32))[None].to(
-        predictor.device
-    )  # (1, 256, 64, 64)
+    # Copied as stored (f16: half the bytes to a GPU), widened on the device (exact).
+    features = torch.as_tensor(np.asarray(embedding), device=predictor.device)
+    predictor.features = features.float()[None]  # (1, 256, 64, 64)
     predictor.original_size = tuple(int(v) for v in original)
     predictor.input_size = tuple(int(v) for v in resized)
     predictor.is_image_set = True

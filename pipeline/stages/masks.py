@@ -2,11 +2,13 @@
 
 SAM's mask decoder runs on the image embedding the encode stage cached (the embedding cache, so
 no image is encoded again), through an unmodified `SamPredictor` whose image state is set from
-the cache. The prompting rule is `pipeline.labelling.prompting`'s (params.yaml masks.rule). Each
-mask is stored as COCO RLE counts at the image's original size, with its box, SAM's predicted IoU
-and its agreement with the relevance map (the soft IoU of `pipeline.labelling.grid.agreement`).
-Masks that fail the quality gates (`pipeline.labelling.gates`: nearly empty, nearly the whole
-image, far from the map; D_sem only by default) get no row but a reject naming the gate.
+the cache, once for all the maps of an image (`pipeline.labelling.prompting.prompt_masks`:
+prompts on SAM's low-res frame, one decoder batch, only the kept masks upsampled). The prompting
+rule is `pipeline.labelling.prompting`'s (params.yaml masks.rule). Each mask is stored as COCO RLE
+counts at the image's original size, with its box, SAM's predicted IoU and its agreement with the
+relevance map (the soft IoU of `pipeline.labelling.grid.agreement`). Masks that fail the quality
+gates (`pipeline.labelling.gates`: nearly empty, nearly the whole image, far from the map; D_sem
+only by default) get no row but a reject naming the gate.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pipeline.core import config as config_io
 from pipeline.core.rle import encode_rle
 from pipeline.data.records import Reject
 from pipeline.labelling.gates import Gates, gate_reason
-from pipeline.labelling.prompting import PROMPT_RULES, prompt_mask
+from pipeline.labelling.prompting import PROMPT_RULES, prompt_masks
 from pipeline.models.encoders import cached_predictor, encoder_config, sam_for
 from pipeline.models.runtime import reproducible_threads
 from pipeline.models.weights import check_weights
@@ -136,7 +138,8 @@ def _prompt_all(
         return samples[cand["sample_id"]]["image_sha256"]
 
     results: dict[tuple[str, int], tuple[str, list[float], float, float, float]] = {}
-    # Candidates grouped by image: the predictor's image state is set once per image.
+    # Candidates grouped by image: the predictor's image state is set once per image, and SAM's
+    # decoder runs for all the image's maps together (`prompt_masks`).
     for digest, group in itertools.groupby(sorted(cands, key=image_of), key=image_of):
         image = images[digest]
         size = (image["height"], image["width"])
@@ -144,14 +147,18 @@ def _prompt_all(
         cached_predictor(predictor, embedding, size, (image["input_height"], image["input_width"]))
         # Equal maps on one image give equal masks (the rule is deterministic): an oracle map
         # is shared by every candidate and sentence of a referent, a CLIP map by equal phrases.
-        by_map: dict[bytes, tuple[str, list[float], float, float, float]] = {}
+        group = list(group)
+        unique: dict[bytes, np.ndarray] = {}
         for cand in group:
             grid_map = relevance[cand["array_row"]]  # (G, G) f16
-            key = grid_map.tobytes()
-            if key not in by_map:
-                result = prompt_mask(rule, grid_map.astype(np.float32), predictor, size)
-                area = float(result.mask.mean())  # share of the image the mask covers
-                by_map[key] = (*encode_rle(result.mask), result.score, result.agreement, area)
+            unique.setdefault(grid_map.tobytes(), grid_map.astype(np.float32))
+        masks = prompt_masks(rule, list(unique.values()), predictor, size)
+        by_map = {
+            key: (*encode_rle(r.mask), r.score, r.agreement, float(r.mask.mean()))  # area share
+            for key, r in zip(unique, masks, strict=True)
+        }
+        for cand in group:
+            key = relevance[cand["array_row"]].tobytes()
             results[(cand["sample_id"], cand["cand_idx"])] = by_map[key]
     return results
 
@@ -162,4 +169,7 @@ SPEC = StageSpec(
     schema=schemas.MASKS,
     run_shard=run_shard,
     read_config=read_config,
+    # 2: prompts built on SAM's low-res frame, agreement on it, one decoder batch per image
+    # (pipeline.labelling.prompting): masks, scores and agreements differ slightly from version 1.
+    version=2,
 )

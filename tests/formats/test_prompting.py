@@ -1,21 +1,20 @@
-"""Map → SAM prompts: CLIP Surgery's points, our box + points rule, and one real end-to-end run."""
+"""Map → SAM prompts: CLIP Surgery's points, our box + points rule on SAM's low-res frame against
+the full-size reference, the batched decoder against SAM's own predictor, and real end-to-end runs.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
-from pipeline.labelling.grid import agreement, mask_to_grid, upsample_map
-from pipeline.labelling.prompting import (
-    PROMPT_RULES,
-    box_points_prompts,
-    box_points_rule,
-    clip_surgery_prompts,
-    prompt_mask,
-)
+from pipeline.labelling.grid import Frame, agreement, mask_to_grid, normalize_map, upsample_map
+from pipeline.labelling.map_prompts import box_points_prompts, clip_surgery_prompts
+from pipeline.labelling.prompting import PROMPT_RULES, prompt_mask, prompt_masks
 from pipeline.scoring.metrics import mask_iou
 from tests.helpers import REFER_SAMPLE, SAM_VIT_T
 
@@ -58,7 +57,7 @@ def peak_map() -> np.ndarray:
 
 def test_clip_surgery_points_come_from_the_right_cells() -> None:
     h, w = 280, 420  # non-square: cell = 10 × 15 px
-    prompts = clip_surgery_prompts(peak_map(), (h, w))
+    prompts = clip_surgery_prompts(peak_map(), Frame.of((h, w)))
     pos, neg = prompts.points[prompts.labels == 1], prompts.points[prompts.labels == 0]
     assert len(pos) == len(neg) == 16  # 8×8 cells → 4×4 after 2× downsampling, all ≥ 0.8
     assert np.all((pos[:, 1] >= 4 * 10) & (pos[:, 1] < 12 * 10))
@@ -70,7 +69,7 @@ def test_clip_surgery_points_come_from_the_right_cells() -> None:
         ref_pts, ref_labels = reference_points(
             torch.tensor(sm.reshape(-1), dtype=torch.float32), (h, w)
         )
-        ours = clip_surgery_prompts(sm, (h, w))
+        ours = clip_surgery_prompts(sm, Frame.of((h, w)))
         np.testing.assert_array_equal(ours.points, np.asarray(ref_pts, dtype=np.float32))
         np.testing.assert_array_equal(ours.labels, ref_labels)
 
@@ -88,13 +87,15 @@ def test_box_points_prompts_are_consistent_with_the_map() -> None:
     h, w = 300, 400
     gt = blob_mask(h, w)
     rel = mask_to_grid(gt, 28)
-    prompts = box_points_prompts(rel, (h, w))
+    prompts = box_points_prompts(rel, Frame.of((h, w)))
     pts, labels = prompts.points, prompts.labels
     assert pts.shape == (len(labels), 2) and labels.sum() == 3
     assert np.all((pts >= 0) & (pts < [w, h]))
     up = upsample_map(rel, (h, w))
     vals = up[pts[:, 1].astype(int), pts[:, 0].astype(int)]
-    assert np.all(vals[labels == 1] >= 0.8) and np.all(vals[labels == 0] <= 0.1)
+    # Points are frame pixel centres (map ≥ 0.8 / ≤ 0.1 there); the image pixel holding one is
+    # within half a frame pixel of it.
+    assert np.all(vals[labels == 1] >= 0.78) and np.all(vals[labels == 0] <= 0.12)
     assert np.all(gt[pts[labels == 1, 1].astype(int), pts[labels == 1, 0].astype(int)])
     # The box is the ellipse's (the component of largest mass), within half a cell.
     ys, xs = np.nonzero(gt[:, : int(0.8 * w)])
@@ -117,34 +118,20 @@ def test_mask_to_grid_and_agreement() -> None:
 
 
 class FakePredictor:
-    """Stands in for SamPredictor: fixed multimask outputs, records the calls."""
+    """Stands in for a SamPredictor with an image set; only `prompt_mask`'s checks read it."""
 
-    def __init__(self, masks: np.ndarray, scores: np.ndarray) -> None:
-        self.masks, self.scores, self.calls = masks, scores, []
-        self.is_image_set, self.original_size = True, masks.shape[1:]
-
-    def predict(self, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        self.calls.append(kw)
-        return self.masks, self.scores, np.zeros((len(self.masks), 256, 256), np.float32)
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.is_image_set, self.original_size = True, size
 
 
-def test_box_points_rule_picks_the_mask_the_map_means() -> None:
-    h, w = 120, 160
-    gt = blob_mask(h, w)
-    part = gt & (np.arange(w) < w // 2)  # SAM's "part" candidate, scored higher
-    group = np.ones_like(gt)  # SAM's "whole scene" candidate
-    fake = FakePredictor(np.stack([part, gt, group]), np.array([0.95, 0.9, 0.8]))
-    result = prompt_mask("box_points", mask_to_grid(gt, 28), fake, (h, w))
-    assert np.array_equal(result.mask, gt) and result.score == pytest.approx(0.9)
-    assert fake.calls[0]["box"] is not None and fake.calls[0]["multimask_output"]
-    # A constant map carries no location: empty mask, SAM never called.
-    fake.calls.clear()
-    empty = box_points_rule(np.full((28, 28), 0.5), fake, (h, w))
-    assert not empty.mask.any() and empty.score == 0.0 and not fake.calls
+def test_a_constant_map_gives_an_empty_mask_without_sam() -> None:
+    fake = FakePredictor((10, 12))  # no model: any decoder call would fail
+    (result,) = prompt_masks("box_points", [np.full((28, 28), 0.5)], fake, (10, 12))
+    assert result.mask.shape == (10, 12) and not result.mask.any() and result.score == 0.0
 
 
 def test_prompt_mask_rejects_bad_input() -> None:
-    fake = FakePredictor(np.zeros((3, 10, 12), bool), np.zeros(3))
+    fake = FakePredictor((10, 12))
     with pytest.raises(ValueError, match="choose one of"):
         prompt_mask("nope", np.zeros((28, 28)), fake, (10, 12))
     with pytest.raises(ValueError, match="original"):
@@ -188,3 +175,83 @@ def sam_on_real_image():
 
 def test_rules_registry() -> None:
     assert {"clip_surgery", "box_points"} <= set(PROMPT_RULES)
+
+
+@functools.cache
+def refer_maps() -> list[tuple[str, np.ndarray, tuple[int, int]]]:
+    """(kind, (28, 28) map, image (H, W)) for every annotation of the refer_sample images: its
+    gt-mask and gt-box maps and the gt-mask map blurred and noised (a crude CLIP stand-in)."""
+    from pycocotools import mask as mask_utils
+
+    anns, images = {}, {}
+    for dataset in ("refcoco", "refcoco+", "refcocog"):
+        inst = json.loads((REFER_SAMPLE / dataset / "instances.json").read_text())
+        images.update({im["id"]: im for im in inst["images"]})
+        anns.update({a["id"]: a for a in inst["annotations"]})
+    out = []
+    for ann_id, ann in sorted(anns.items()):
+        im = images[ann["image_id"]]
+        h, w = im["height"], im["width"]
+        rle = mask_utils.merge(mask_utils.frPyObjects(ann["segmentation"], h, w))
+        gt_map = mask_to_grid(mask_utils.decode(rle), 28)
+        x, y, bw, bh = (round(v) for v in ann["bbox"])
+        box = np.zeros((h, w), bool)
+        box[y : y + bh, x : x + bw] = True
+        blurred = ndimage.gaussian_filter(gt_map, 1.5)
+        noise = np.random.default_rng(ann_id).random(gt_map.shape)
+        out += [("gt-mask", gt_map, (h, w)), ("gt-box", mask_to_grid(box, 28), (h, w))]
+        out.append(("noisy", blurred / blurred.max() + 0.3 * noise, (h, w)))
+    return out
+
+
+def full_size_region_box(relevance: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The reference: box_points' box as version 1 built it, on the full-size upsampled map."""
+    r = normalize_map(relevance)
+    t = torch.as_tensor(r, dtype=torch.float32)[None, None]
+    up = torch.nn.functional.interpolate(t, size=size, mode="bilinear")[0, 0].numpy()  # (H, W)
+    region = up >= min(0.5, float(up.max()))
+    comps, n = ndimage.label(region)
+    mass = ndimage.sum(up, comps, index=np.arange(1, n + 1))
+    ys, xs = np.nonzero(comps == int(np.argmax(mass)) + 1)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+
+
+def test_frame_prompts_match_the_full_size_reference() -> None:
+    """Prompts built on SAM's low-res frame: the box is the full-size one to the pixel on oracle
+    maps (where SAM follows the box most), the points are where the full-size map puts them."""
+    diffs: dict[str, list[float]] = {"gt-mask": [], "gt-box": [], "noisy": []}
+    for kind, grid_map, size in refer_maps():
+        r = normalize_map(grid_map)
+        prompts = box_points_prompts(r, Frame.of(size))
+        diffs[kind].append(np.abs(prompts.box - full_size_region_box(grid_map, size)).max())
+        up = upsample_map(r, size)  # (H, W) full size: the map the points must agree with
+        x, y = prompts.points[:, 0].astype(int), prompts.points[:, 1].astype(int)
+        pos = prompts.labels == 1
+        assert pos.sum() >= 1 and np.all(up[y[pos], x[pos]] >= 0.75)
+        assert np.all(up[y[~pos], x[~pos]] <= 0.15)
+    assert max(diffs["gt-mask"] + diffs["gt-box"]) <= 1.0, diffs
+    # A noisy map's region may split or join differently on the frame; most boxes still agree.
+    assert np.median(diffs["noisy"]) <= 1.0, diffs["noisy"]
+
+
+def test_batched_masks_are_sams_own(sam_on_real_image) -> None:
+    """One decoder batch for the maps of an image (two prompt shapes here) gives, per map, the
+    mask and score SAM's own predictor gives for the same prompts, and the output the rule would
+    choose at full size."""
+    predictor, gt = sam_on_real_image
+    size = gt.shape
+    maps = [m for kind, m, s in refer_maps() if s == size and kind != "gt-box"][:2]
+    results = prompt_masks("box_points", maps, predictor, size)
+    assert len({len(r.prompts.labels) for r in results}) == 2  # two decoder calls, both checked
+    for grid_map, ours in zip(maps, results, strict=True):
+        p = ours.prompts
+        masks, scores, _ = predictor.predict(
+            point_coords=p.points, point_labels=p.labels, box=p.box, multimask_output=True
+        )  # (3, H, W), (3,): SamPredictor, one prompt, full size
+        j = int(np.argmin(np.abs(scores - ours.score)))
+        assert scores[j] == pytest.approx(ours.score, abs=1e-4)
+        assert mask_iou(masks[j], ours.mask) >= 0.999
+        r = normalize_map(grid_map)
+        full = np.array([agreement(m, r) for m in masks])  # (3,) full-size agreement
+        assert abs(full[j] - ours.agreement) <= 0.02
+        assert full[j] + scores[j] >= (full + scores).max() - 0.02  # the rule's choice
