@@ -31,10 +31,11 @@ def pairs(refs_file: Path, splits: set[str] | None = None) -> int:
     ("dataset", "refs"),
     [
         ("refcoco", "refcoco/refs(unc).p"),
-        ("refcoco+", "refcoco+/refs(unc).p"),
         ("refcocog", "refcocog/refs(umd).p"),
-        # refcocog-google: the same images and instances as refcocog with another refs file;
-        # tests/formats/test_refer.py loads it (kept out here for the suite's time budget)
+        # refcoco+ and refcocog-google: the images and instances of refcoco and refcocog with
+        # another refs file; tests/formats/test_refer.py loads both, and
+        # tests/formats/test_stages_labels.py ingests and encodes refcoco+ beside refcoco (kept
+        # out here for the suite's time budget)
     ],
 )
 def test_build_validate_rerun_on_refer_sample(tmp_path: Path, dataset: str, refs: str) -> None:
