@@ -132,6 +132,7 @@ class TrainConfig:
             self.model.sam_stage,
             self.clip.text_layers,
             self.model.relevance_input,
+            self.model.phrase_priors,
         )
 
 

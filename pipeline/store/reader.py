@@ -116,6 +116,31 @@ class LabelStore:
             out.update(zip(group.attrs["sentence_ids"], maps, strict=True))
         return out
 
+    def phrase_relevance(self, sample_ids: list[str], k: int) -> np.ndarray:
+        """(n, k, G, G) float16: the relevance maps of each sample's first k candidates, in
+        candidate order (the phrases' order in the sentence); zeros where a sample has fewer.
+
+        Read one attention shard at a time into the output, so memory stays that of the output.
+        """
+        row = {s: i for i, s in enumerate(sample_ids)}
+        out: np.ndarray | None = None
+        for entry in self.manifest["shards"]:
+            path = entry["path"]
+            if not path.startswith("attention/part-") or entry.get("kind") == "zarr":
+                continue
+            table = shards.read_parquet(self.root / path, schemas.ATTENTION).to_pydict()
+            maps = self.arrays("attention", Path(path).stem)["relevance"][...]  # (n, G, G) f16
+            if out is None:
+                out = np.zeros((len(sample_ids), k, *maps.shape[1:]), np.float16)
+            for sid, cand, at in zip(
+                table["sample_id"], table["cand_idx"], table["array_row"], strict=True
+            ):
+                if sid in row and cand < k:
+                    out[row[sid], cand] = maps[at]
+        if out is None:
+            raise StoreError(f"{self.root}: no attention stage, so no phrase relevance maps")
+        return out
+
     def rejects(self) -> pa.Table:
         """Every stage's rejects in one table."""
         paths = [s["path"] for s in self.manifest["shards"] if f"/{REJECTS_DIR}/" in s["path"]]

@@ -16,7 +16,7 @@ from trainer.config import config_from_dict, load_config, read_config_file
 from trainer.data.samples import Candidate, Sample
 from trainer.loop.curriculum import curriculum_phases
 from trainer.loop.select import select_report
-from trainer.network.point_generator import PointGenerator
+from trainer.network.point_generator import PointGenerator, PointGeneratorConfig
 
 
 def test_every_ablation_row_is_a_valid_config() -> None:
@@ -164,3 +164,24 @@ def test_relevance_input_is_where_an_untrained_point_map_starts() -> None:
     assert gen.relevance_embed.weight.grad is not None  # the embedding trains
     with pytest.raises(ValueError, match="relevance"):
         gen(*args, sam_tokens=sam_tokens)
+
+
+def test_phrase_priors_start_each_query_on_its_phrase() -> None:
+    # phrase_priors: query k < P starts from phrase k's map, a phrase the expression lacks (an
+    # all-zero channel) and queries ≥ P from the sentence's map; a wrong channel count is named.
+    torch.manual_seed(0)
+    gen = PointGenerator([8], 8, hidden_dim=16, num_queries=3, points_per_query=3, num_heads=2,
+                         ffn_dim=16, sam_stage=4, point_mode="map", relevance_input=True,
+                         phrase_priors=2)  # fmt: skip
+    relevance = torch.zeros(1, 3, 8, 8)  # the sentence's, phrase 0's, phrase 1's (absent)
+    relevance[0, 0, :4, 4:] = 1.0  # the sentence lights the top-right quarter ...
+    relevance[0, 1, 4:, :4] = 0.2  # ... phrase 0 the bottom-left one (a weak source)
+    args = ([torch.randn(1, 9, 8)], torch.randn(1, 3, 8), torch.zeros(1, 3, dtype=torch.bool))
+    maps = gen(*args, sam_tokens=torch.randn(1, 16, 256), relevance=relevance)["pred_maps"][0]
+    top = [divmod(int(m.flatten().argmax()), 4) for m in maps]  # (row, col) of each query's peak
+    assert top[0][0] >= 2 and top[0][1] < 2  # phrase 0: bottom-left
+    assert all(r < 2 and c >= 2 for r, c in top[1:])  # no phrase 1, and query 2: the sentence's
+    with pytest.raises(ValueError, match="channels"):
+        gen(*args, sam_tokens=torch.randn(1, 16, 256), relevance=relevance[:, :2])
+    with pytest.raises(ValueError, match="phrase_priors"):
+        PointGeneratorConfig(phrase_priors=2)  # needs relevance_input and map mode

@@ -10,6 +10,7 @@ the batch itself, read with one gather per array (shapes with B samples):
                                               decodes: eval, Select, mask losses)
     sam_tokens     (B, S*S, 256) float16      the embedding pooled to the generator's SAM stage
     relevance      (B, R, R) float16          whole-expression relevance, where cached
+                   (B, 1+P, R, R)             and its first P phrases' maps (`phrase_maps`)
     size           (B, 2) int64               original (H, W)
     targets        B dicts: masks (E, 256, 256) float16 soft low-res targets in SAM's frame
                    (`trainer.data.target_cache`), points (E, M_t, 2) normalised (x, y),
@@ -172,7 +173,7 @@ class PromptDataset(Dataset):
             batch["sam_tokens"] = tokens  # (B, S*S, 256)
         relevance = self._per_store(pos, parts, lambda c: c.relevance, self.sample_row)
         if relevance is not None:
-            batch["relevance"] = relevance  # (B, R, R)
+            batch["relevance"] = relevance  # (B, R, R), or (B, 1+P, R, R) with phrase maps
         if self.embeddings or tokens is None:
             batch["sam_embedding"] = self._embeddings(pos)  # (B, 256, 64, 64)
         if self.with_targets:

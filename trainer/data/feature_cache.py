@@ -10,6 +10,7 @@ side. Layout:
                            word_len (n_samples,) int32          tokens before padding
                            sam_tokens (n_images, S*S, 256) f16  SAM embedding pooled (sam_stage)
                            relevance (n_samples, R, R) f16      whole-expression relevance
+                                     (n_samples, 1+P, R, R)   and the first P phrases' maps
     <key>/images.parquet   image_sha256, row
     <key>/samples.parquet  sample_id, row
     <key>/done.json        the key's inputs; written last: a cache without it is rebuilt
@@ -68,6 +69,7 @@ class CacheSpec:
     sam_stage: int = 0  # > 0: SAM's embedding pooled to sam_stage × sam_stage tokens per image
     text_layers: int | None = None  # word features from this many text blocks (None: all)
     relevance: bool = False  # each expression's whole-expression relevance map, from the store
+    phrase_maps: int = 0  # > 0: and its first phrase_maps candidates' maps (channels 1..P)
 
 
 def manifest_hash(store: LabelStore) -> str:
@@ -92,6 +94,8 @@ def cache_key(store: LabelStore, clip: FrozenClip, spec: CacheSpec) -> dict[str,
         key["text_layers"] = int(spec.text_layers)
     if spec.relevance:
         key["relevance"] = True
+    if spec.phrase_maps:
+        key["phrase_maps"] = int(spec.phrase_maps)
     return key
 
 
@@ -165,6 +169,9 @@ def build_clip_cache(
     shards.create_row_array(group, "word_len", data=(~pad).sum(-1).int().numpy())
     if spec.relevance:
         maps = _sentence_maps(store, [r["sample_id"] for r in rows])  # (n_samples, R, R)
+        if spec.phrase_maps:  # (n_samples, 1 + P, R, R): the sentence's, then its phrases'
+            phrases = store.phrase_relevance([r["sample_id"] for r in rows], spec.phrase_maps)
+            maps = np.concatenate([maps[:, None], phrases], axis=1)
         shards.create_row_array(group, "relevance", data=maps)
     if spec.sam_stage:
         tokens_arr = _sam_tokens(store, order, spec.sam_stage)  # (n_images, S*S, 256)
@@ -279,7 +286,7 @@ class ClipCache:
         return torch.from_numpy(np.asarray(self.sam_tokens[self.image_row[image_sha256]])).float()
 
     def sample_relevance(self, sample_id: str) -> torch.Tensor | None:
-        """(R, R) float32 relevance map of one expression, None when not cached."""
+        """(R, R) (or (1+P, R, R)) float32 relevance of one expression, None when not cached."""
         if self.relevance is None:
             return None
         return torch.from_numpy(np.asarray(self.relevance[self.sample_row[sample_id]])).float()

@@ -60,6 +60,11 @@ class PointGeneratorConfig:
     # in the synthetic world the simulated one) as one more input: an embedding added to every
     # stage's patch tokens and, in map mode, a residual the point map starts from
     relevance_input: bool = False
+    # > 0 (map mode, relevance_input): also read the maps of the expression's first P candidate
+    # phrases (CLIP's response to each noun phrase, in sentence order) as input channels, and
+    # start query k < P's point map from phrase k's map instead of the sentence's: the sentence
+    # map lights every object the sentence mentions, a phrase's map only what that phrase names
+    phrase_priors: int = 0
 
     def __post_init__(self) -> None:
         if min(self.num_queries, self.points_per_query, self.num_heads) < 1:
@@ -72,13 +77,17 @@ class PointGeneratorConfig:
             raise ValueError("point_mode map reads its maps on the SAM stage: set sam_stage")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if self.phrase_priors and not (self.relevance_input and self.point_mode == "map"):
+            raise ValueError("phrase_priors needs relevance_input and point_mode map")
+        if not 0 <= self.phrase_priors <= self.num_queries:
+            raise ValueError("phrase_priors must be in [0, num_queries]")
 
 
 RELEVANCE_GAIN = 4.0  # initial weight of the relevance residual on map logits
 
 
 def _resize(relevance: torch.Tensor, side: int) -> torch.Tensor:
-    """(B, 1, R, R) map → (B, side², 1) cells, area-averaged (bilinear when upsampling)."""
+    """(B, C, R, R) maps → (B, side², C) cells, area-averaged (bilinear when upsampling)."""
     mode = "area" if relevance.shape[-1] >= side else "bilinear"
     kwargs = {} if mode == "area" else {"align_corners": False}
     cells = nn.functional.interpolate(relevance, size=(side, side), mode=mode, **kwargs)
@@ -114,11 +123,12 @@ class PointGenerator(nn.Module):
         positive_points: bool = False,
         decode_rule: str = "box_points",
         relevance_input: bool = False,
+        phrase_priors: int = 0,
     ) -> None:
         super().__init__()
         self.sam_stage, self.point_mode = sam_stage, point_mode
         self.positive_points, self.decode_rule = positive_points, decode_rule
-        self.relevance_input = relevance_input
+        self.relevance_input, self.phrase_priors = relevance_input, phrase_priors
         if sam_stage:
             image_dims = [*image_dims, 256]  # SAM's embedding width
         self.num_queries = num_queries
@@ -136,9 +146,23 @@ class PointGenerator(nn.Module):
             self.map_cells = mlp(hidden_dim, hidden_dim, hidden_dim, 2)
         self.score_head = mlp(hidden_dim, hidden_dim, 1, 2)
         if relevance_input:
-            self.relevance_embed = nn.Linear(1, hidden_dim)
+            self.relevance_embed = nn.Linear(1 + phrase_priors, hidden_dim)  # per cell
             # map mode: logits start as gain · (relevance - ½), relevance scaled to peak 1
             self.relevance_gain = nn.Parameter(torch.tensor(RELEVANCE_GAIN))
+
+    def _priors(self, relevance: torch.Tensor, side: int) -> torch.Tensor:
+        """(B, C, R, R) peak-1 maps → (B, K, L) each query's starting map: phrase k's for
+        k < P where the expression has that phrase, the sentence's otherwise."""
+        cells = _resize(relevance, side).transpose(1, 2)  # (B, C, L)
+        b, k = cells.shape[0], self.num_queries
+        priors = cells[:, :1].expand(b, k, -1).clone()  # (B, K, L) the sentence's
+        if self.phrase_priors:
+            phrases = cells[:, 1:]  # (B, P, L)
+            has = phrases.amax(dim=2, keepdim=True) > 0  # (B, P, 1)
+            priors[:, : self.phrase_priors] = torch.where(
+                has, phrases, priors[:, : self.phrase_priors]
+            )
+        return priors
 
     def forward(
         self,
@@ -159,7 +183,9 @@ class PointGenerator(nn.Module):
             sam_embedding, sizes: (B, 256, 64, 64) SAM embeddings and (B, 2) original sizes,
                 pooled here into the SAM stage, unless
             sam_tokens: (B, S*S, 256) that stage, already pooled (the feature cache's).
-            relevance: (B, R, R) the expression's relevance map (`relevance_input` models).
+            relevance: (B, R, R) the expression's relevance map (`relevance_input` models), or
+                (B, 1+P, R, R): that map, then its first P phrases' maps (`phrase_priors`;
+                an all-zero channel is a phrase the expression does not have).
 
         Returns:
             pred_points (B, K, M, 2) (x, y) in [0, 1] of the original image, pred_point_logits
@@ -179,8 +205,15 @@ class PointGenerator(nn.Module):
         if self.relevance_input and relevance is None:
             raise ValueError("this generator reads the expression's relevance map: pass relevance")
         if relevance is not None:  # each map scaled to peak 1: sources differ in range
-            peak = relevance.flatten(1).amax(dim=1).clamp_min(1e-6)
-            relevance = (relevance / peak[:, None, None])[:, None].float()  # (B, 1, R, R)
+            relevance = relevance.float()
+            relevance = relevance[:, None] if relevance.dim() == 3 else relevance  # (B, C, R, R)
+            if relevance.shape[1] != 1 + self.phrase_priors:
+                raise ValueError(
+                    f"relevance has {relevance.shape[1]} channels, the model reads "
+                    f"{1 + self.phrase_priors}: the sentence's map, then one per phrase prior"
+                )
+            peak = relevance.flatten(2).amax(dim=2).clamp_min(1e-6)  # (B, C)
+            relevance = relevance / peak[..., None, None]
         b = stages[0].shape[0]
         q = self.queries.weight[None].expand(b, -1, -1)  # (B, K, D)
         for stage, image in zip(self.stages, stages, strict=True):
@@ -190,7 +223,7 @@ class PointGenerator(nn.Module):
                 raise ValueError(f"{length} patch tokens are not a square grid: give square images")
             pos = sine_position_2d((side, side), self.hidden_dim, words.device)  # (L, D)
             if self.relevance_input:
-                cells = _resize(relevance, side)  # (B, L, 1)
+                cells = _resize(relevance, side)  # (B, L, C)
                 pos = pos + self.relevance_embed(cells)  # (B, L, D)
             q, fused = stage(q, image, pos, words, text_pad)
         raw = self.point_head(q).reshape(b, self.num_queries, self.points_per_query, 3)
@@ -201,8 +234,7 @@ class PointGenerator(nn.Module):
             logits = torch.einsum("bkd,bld->bkl", self.map_query(q), cells_emb)  # (B, K, L)
             logits = logits / math.sqrt(self.hidden_dim)
             if self.relevance_input:
-                prior = _resize(relevance, side)[..., 0][:, None]  # (B, 1, L)
-                logits = logits + self.relevance_gain * (prior - 0.5)
+                logits = logits + self.relevance_gain * (self._priors(relevance, side) - 0.5)
             top = logits.topk(self.points_per_query, dim=-1).indices  # (B, K, M) its peaks
             cells = (torch.arange(side, device=words.device, dtype=logits.dtype) + 0.5) / side
             xy = torch.stack([cells[top % side], cells[top // side]], dim=-1)  # (B, K, M, 2)
@@ -248,4 +280,5 @@ def build_point_generator(cfg: PointGeneratorConfig, clip: FrozenClip) -> PointG
         positive_points=cfg.positive_points,
         decode_rule=cfg.decode_rule,
         relevance_input=cfg.relevance_input,
+        phrase_priors=cfg.phrase_priors,
     )
