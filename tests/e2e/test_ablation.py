@@ -38,10 +38,10 @@ def _schedule(path: Path, semantic_epochs: int = 1) -> None:
 
 
 def _params(path: Path) -> None:
-    """configs/world-params.yaml, tiny: 10 scenes, 6 object-centric images, 8 composites."""
+    """configs/world-params.yaml, tiny: 8 scenes, 4 object-centric images, 4 composites."""
     params = yaml.safe_load((REPO / "configs" / "world-params.yaml").read_text())
-    params["synthetic"].update(n_images=10, n_object_images=6)
-    params["augment"].update(n_mosaic=4, n_fusion=4)
+    params["synthetic"].update(n_images=8, n_object_images=4)
+    params["augment"].update(n_mosaic=2, n_fusion=2)
     path.write_text(yaml.safe_dump(params))
 
 

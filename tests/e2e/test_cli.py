@@ -38,7 +38,9 @@ def pairs(refs_file: Path, splits: set[str] | None = None) -> int:
         # out here for the suite's time budget)
     ],
 )
-def test_build_validate_rerun_on_refer_sample(tmp_path: Path, dataset: str, refs: str) -> None:
+def test_build_validate_rerun_damage_on_refer_sample(
+    tmp_path: Path, dataset: str, refs: str
+) -> None:
     out = tmp_path / dataset
     run("build", "--dataset", dataset, "--data-root", str(REFER_SAMPLE), "--out", str(out))
     assert "is valid" in run("labels", "validate", str(out)).stdout
@@ -47,6 +49,10 @@ def test_build_validate_rerun_on_refer_sample(tmp_path: Path, dataset: str, refs
     again = run("build", "--dataset", dataset, "--data-root", str(REFER_SAMPLE), "--out", str(out))
     assert "up to date" in again.stderr
     assert "computed" not in again.stderr
+    (out / "phrases" / "part-00000.parquet").write_bytes(b"garbage")  # damage: validate says so
+    result = run("labels", "validate", str(out), ok=False)
+    assert result.returncode == 1
+    assert "phrases/part-00000.parquet" in result.stderr
 
 
 @pytest.mark.slow
@@ -132,12 +138,3 @@ def test_unknown_dataset_and_split_are_clear(tmp_path: Path) -> None:
         ok=False,
     )
     assert result.returncode == 2 and "trian" in result.stderr
-
-
-def test_validate_reports_damage_with_exit_1(tmp_path: Path) -> None:
-    out = tmp_path / "store"
-    run("build", "-d", "refcoco", "--data-root", str(REFER_SAMPLE), "--out", str(out))
-    (out / "phrases" / "part-00000.parquet").write_bytes(b"garbage")
-    result = run("labels", "validate", str(out), ok=False)
-    assert result.returncode == 1
-    assert "phrases/part-00000.parquet" in result.stderr
