@@ -162,9 +162,10 @@ def markdown(
     ]
     if "masks_s" in rows[labels[-1]]:
         notes.append(
-            "masks: this checkout's masks stage is main's (item 3, batched masks, is on another "
-            "branch), so old and new run the same prompting code; the time inside SAM's prompt "
-            "encoder and mask decoder is left out (a GPU's work: bench/gpu_check.py)."
+            "masks: each tree's masks stage on its own refer_sample store (new: prompts on SAM's "
+            "low-res frame, one decoder batch an image); the time inside SAM's prompt encoder and "
+            "mask decoder is left out (a GPU's work: bench/gpu_check.py; on this CPU see "
+            "bench/masks_speed.py)."
         )
     if "loader_s" in rows[labels[-1]]:
         notes.append(

@@ -55,13 +55,16 @@ def masks_child(store: Path, repeats: int) -> None:
     import pipeline.stages.masks as masks
 
     calls = [0]
-    prompt = masks.prompt_mask
+    # the prompts (distinct maps) the stage asks SAM for: one a `prompt_mask` call in trees
+    # before the batched masks stage (version 2), the maps of each `prompt_masks` call after
+    batched = hasattr(masks, "prompt_masks")
+    prompt = masks.prompt_masks if batched else masks.prompt_mask
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls[0] += 1
-        return prompt(*args, **kwargs)
+    def counted(rule: str, relevance: Any, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += len(relevance) if batched else 1
+        return prompt(rule, relevance, *args, **kwargs)
 
-    masks.prompt_mask = counted  # counts the prompts (distinct maps) the stage asks SAM for
+    setattr(masks, prompt.__name__, counted)
     decoder = [0.0]  # seconds inside SAM's prompt encoder and mask decoder (a GPU's work)
     for module in _sam_modules():
         module.forward = _timed(module.forward, decoder)
