@@ -19,12 +19,12 @@ from tests.helpers import REPO, needs_sam
 @pytest.mark.slow
 def test_scale_bench_small(tmp_path: Path, synthetic_store: Path) -> None:
     out = tmp_path / "scale"
-    # --table with no per-unit measurement (SAM on a CPU, DVC and loader runs are minutes): the
+    # --table with the masks unit only, one timed pass (DVC and loader runs are minutes): the
     # projections of the built store's files and bytes to the four stores, and their counts
     cmd = [sys.executable, str(REPO / "bench" / "scale.py"), "--out", str(out),
            "--fraction", "0.0007", "--layout-store", str(synthetic_store), "--table",
-           "--units", "", "--phrase-sentences", "20",
-           "--stages", "ingest,phrases,split"]  # fmt: skip
+           "--units", "masks", "--masks-rounds", "1", "--masks-repeats", "1",
+           "--phrase-sentences", "20", "--stages", "ingest,phrases,split"]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "scale.json").read_text())
@@ -50,6 +50,9 @@ def test_scale_bench_small(tmp_path: Path, synthetic_store: Path) -> None:
     # the shared embedding cache: the four stores hold each distinct image once
     assert row["sam_bytes"][1] == unique["unique"] * row["sam_bytes_per_image"]
     assert 0 < counts["RefCOCO"]["train"] < counts["RefCOCO"]["sentences"] == 142_210
+    masks = table["units"]["new"]["masks"]  # the stage's own prompts, SAM's time apart
+    assert masks["prompts"] > 0 and masks["candidates"] >= masks["prompts"]
+    assert 0 < masks["decoder_s"] < masks["seconds"]
     markdown = (out / "table.md").read_text()
     assert markdown.startswith("| (projected) |")
     assert all(f"| {name} |" in markdown for name in ("files", "attention on disk"))
