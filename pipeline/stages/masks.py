@@ -148,17 +148,16 @@ def _prompt_all(
         # Equal maps on one image give equal masks (the rule is deterministic): an oracle map
         # is shared by every candidate and sentence of a referent, a CLIP map by equal phrases.
         group = list(group)
+        keys = [relevance[cand["array_row"]].tobytes() for cand in group]  # (G, G) f16 bytes
         unique: dict[bytes, np.ndarray] = {}
-        for cand in group:
-            grid_map = relevance[cand["array_row"]]  # (G, G) f16
-            unique.setdefault(grid_map.tobytes(), grid_map.astype(np.float32))
+        for key, cand in zip(keys, group, strict=True):
+            unique.setdefault(key, relevance[cand["array_row"]].astype(np.float32))
         masks = prompt_masks(rule, list(unique.values()), predictor, size)
         by_map = {
             key: (*encode_rle(r.mask), r.score, r.agreement, float(r.mask.mean()))  # area share
             for key, r in zip(unique, masks, strict=True)
         }
-        for cand in group:
-            key = relevance[cand["array_row"]].tobytes()
+        for key, cand in zip(keys, group, strict=True):
             results[(cand["sample_id"], cand["cand_idx"])] = by_map[key]
     return results
 

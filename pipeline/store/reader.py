@@ -80,14 +80,17 @@ class LabelStore:
         """All shards of table `name` listed in the manifest, concatenated in shard order."""
         if name not in self.tables:
             raise StoreError(f"{self.root}: no table {name!r} (has {', '.join(self.tables)})")
-        paths = [
+        schema = schemas.TABLES.get(name)
+        parts = [shards.read_parquet(self.root / p, schema) for p in self._table_shards(name)]
+        return pa.concat_tables(parts) if parts else schema.empty_table()
+
+    def _table_shards(self, name: str) -> list[str]:
+        """Paths (relative to the root) of table `name`'s Parquet shards, in shard order."""
+        return [
             s["path"]
             for s in self.manifest["shards"]
             if s["path"].startswith(f"{name}/part-") and s.get("kind") != "zarr"
         ]
-        schema = schemas.TABLES.get(name)
-        parts = [shards.read_parquet(self.root / p, schema) for p in paths]
-        return pa.concat_tables(parts) if parts else schema.empty_table()
 
     def arrays(self, table: str, shard: str) -> Any:
         """The Zarr group of one shard of `table` (e.g. "part-00000"), opened read-only."""
@@ -124,10 +127,7 @@ class LabelStore:
         """
         row = {s: i for i, s in enumerate(sample_ids)}
         out: np.ndarray | None = None
-        for entry in self.manifest["shards"]:
-            path = entry["path"]
-            if not path.startswith("attention/part-") or entry.get("kind") == "zarr":
-                continue
+        for path in self._table_shards("attention"):
             table = shards.read_parquet(self.root / path, schemas.ATTENTION).to_pydict()
             maps = self.arrays("attention", Path(path).stem)["relevance"][...]  # (n, G, G) f16
             if out is None:
