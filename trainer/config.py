@@ -75,6 +75,13 @@ class DataConfig:
     # shuffled batches keep an image's expressions together (trainer.data.batches: fewer
     # feature reads, correlated samples per batch); off: the batches of a plain shuffle
     group_by_image: bool = False
+    # pseudo-labels SAM scored below this are not training targets (H_sem, D_sem, D_ref; an
+    # H_ref pair keeps every candidate for Select to match against); 0 keeps every label
+    min_label_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_label_score < 1.0:
+            raise ValueError(f"min_label_score {self.min_label_score}: give a value in [0, 1)")
 
 
 @dataclass(frozen=True)

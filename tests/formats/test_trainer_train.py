@@ -123,6 +123,20 @@ def test_collect_samples_filters_selects_and_skips_maskless() -> None:
     assert len(collect_samples([store], ("H_ref",), require_targets=False)) == 2
 
 
+def test_min_label_score_drops_unsure_labels_outside_h_ref() -> None:
+    store = StubStore()
+    scores = {"a": 0.5, "b": 0.5, "c": 0.99, "d": 0.95}  # per sample, on every candidate
+    store._cands = store._cands.append_column(
+        "sam_score", pa.array([scores[s] for s in store._cands.column("sample_id").to_pylist()])
+    ).append_column("subset", pa.array(["H_sem", "H_ref", "H_ref", "H_ref", "D_sem"]))
+    every = ("H_sem", "H_ref", "D_sem")
+    assert [s.sample_id for s in collect_samples([store], every)] == ["a", "b", "d"]
+    sure = collect_samples([store], every, min_label_score=0.9)
+    assert [s.sample_id for s in sure] == ["b", "d"]  # a's only label is unsure: no target
+    assert len(sure[0].candidates) == 2  # H_ref keeps its whole candidate set for Select
+    assert [s.sample_id for s in collect_samples([store], every, min_label_score=0.96)] == ["b"]
+
+
 def test_targets_and_collate_shapes() -> None:
     sample = collect_samples([StubStore()], ("H_ref",))[0]
     target = build_target(sample)

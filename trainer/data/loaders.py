@@ -62,6 +62,7 @@ class TrainingData:
     cache_dir: Path | None = None  # where target caches are built (None: targets from RLEs)
     pin_memory: bool = False  # batches in pinned memory (training on a CUDA device)
     group_by_image: bool = False  # shuffled batches keep an image's expressions together
+    min_label_score: float = 0.0  # labels SAM scored lower are no target (`collect_samples`)
     _targets: list[TargetCache] | None = field(default=None, repr=False)
     _last: tuple[Any, ...] | None = field(default=None, repr=False)  # (key, samples, loader, batches)
 
@@ -75,10 +76,12 @@ class TrainingData:
         `unselected` every H_ref pair with its candidates' c unknown."""
         subsets = tuple(subsets)
         if unselected:
-            return collect_samples(self.stores, subsets, self.train_splits, None)
-        if "H_ref" in subsets and selections is None:
+            selections = None
+        elif "H_ref" in subsets and selections is None:
             subsets = tuple(s for s in subsets if s != "H_ref")
-        return collect_samples(self.stores, subsets, self.train_splits, selections)
+        return collect_samples(
+            self.stores, subsets, self.train_splits, selections, True, self.min_label_score
+        )
 
     def target_caches(self) -> list[TargetCache] | None:
         """Every store's target cache (built once, on first use); None without a cache_dir."""

@@ -34,6 +34,7 @@ def collect_samples(
     splits: Collection[str] | None = None,
     selections: Mapping[int, Mapping[str, int]] | None = None,
     require_targets: bool = True,
+    min_label_score: float = 0.0,
 ) -> SampleIndex:
     """The samples of `stores` in `subsets` (and `splits`, all when None), in store order and
     each store's sample order.
@@ -46,6 +47,8 @@ def collect_samples(
             one, that store's H_ref samples are the kept pairs only, c = 1 on the chosen one.
         require_targets: drop samples none of whose candidates has a mask (training); eval keeps
             them (it scores the prediction against ground truth, not the targets).
+        min_label_score: a label SAM scored lower is no target, as a gated one (samples outside
+            H_ref only: an H_ref pair keeps its whole candidate set for Select).
     """
     unknown = set(subsets) - set(SUBSETS)
     if unknown:
@@ -54,7 +57,9 @@ def collect_samples(
     for index, store in enumerate(stores):
         # after a Select round, a store it has no entry for has no kept H_ref pair
         selection = None if selections is None else selections.get(index, {})
-        part, skipped = _store_part(index, store, subsets, splits, selection, require_targets)
+        part, skipped = _store_part(
+            index, store, subsets, splits, selection, require_targets, min_label_score
+        )
         parts.append(part)
         if skipped:
             log.info("%s: %d samples skipped, no candidate has a mask", store.root, skipped)
@@ -68,6 +73,7 @@ def _store_part(
     splits: Collection[str] | None,
     selection: Mapping[str, int] | None,
     require_targets: bool,
+    min_label_score: float = 0.0,
 ) -> tuple[SampleIndex, int]:
     """One store's columns (`collect_samples`) and the count of samples skipped for no mask."""
     samples = store.samples()
@@ -82,12 +88,16 @@ def _store_part(
     ids = samples.column("sample_id").combine_chunks()
 
     names = store.candidates().column_names
-    columns = [c for c in ("sample_id", "cand_idx", "mask_rle", "points", "referent") if c in names]
-    cands = store.candidates().select(columns)
+    wanted = ("sample_id", "cand_idx", "mask_rle", "points", "referent", "sam_score", "subset")
+    cands = store.candidates().select([c for c in wanted if c in names])
     if "mask_rle" not in names:  # no masks stage: no candidate is a target
         cands = cands.slice(0, 0).append_column("mask_rle", pa.array([], pa.string()))
     # rejected by a quality gate (no mask): no target
     has_mask = pc.fill_null(pc.greater(pc.utf8_length(cands.column("mask_rle")), 0), False)
+    if min_label_score > 0 and "sam_score" in cands.column_names:  # too unsure: no target
+        sure = pc.greater_equal(cands.column("sam_score"), min_label_score)
+        sure = pc.or_(sure, pc.equal(cands.column("subset"), "H_ref"))
+        has_mask = pc.and_(has_mask, pc.fill_null(sure, False))
     cands = cands.filter(has_mask)
     owner = _positions(cands.column("sample_id"), ids)  # (m,) its sample's row, -1: none
     referent = (
