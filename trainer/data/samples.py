@@ -28,6 +28,7 @@ __all__ = ["SUBSETS", "Candidate", "Sample", "SampleIndex", "collect_samples", "
 
 log = logging.getLogger(__name__)
 
+
 def collect_samples(
     stores: Sequence[LabelStore],
     subsets: Collection[str],
@@ -62,7 +63,8 @@ def collect_samples(
         )
         parts.append(part)
         if skipped:
-            log.info("%s: %d samples skipped, no candidate has a mask", store.root, skipped)
+            why = f" SAM scored ≥ {min_label_score}" if min_label_score else ""
+            log.info("%s: %d samples skipped, no candidate has a mask%s", store.root, skipped, why)
     return SampleIndex.concat(parts)
 
 
