@@ -62,7 +62,8 @@ def test_page_has_every_section_and_the_run_numbers(tmp_path: Path) -> None:
     for ident in SECTION_IDS:
         assert f'<section id="{ident}">' in page, ident
     assert "<td>41.5</td>" in page and "<td>33.25</td>" in page  # metrics table
-    assert "CLIP + SAM (no training)" in page and "28.8 ± 0.4" in page  # ablation row 1
+    row1 = json.loads(ABLATION.read_text())["1"]["mIoU"]  # the committed table's row 1
+    assert "CLIP + SAM (no training)" in page and f"{row1['mean']:.1f} ± {row1['std']:.1f}" in page
     assert "<td>70.0</td>" in page and "<td>57.1</td>" in page and "<td>45.0</td>" in page
     assert "the &lt;red&gt; circle &amp; co" in page and "<red>" not in page
     assert "IoU 33.3%" in page  # 200 px overlap of a 600 px union
