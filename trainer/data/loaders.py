@@ -80,8 +80,9 @@ class TrainingData:
         elif "H_ref" in subsets and selections is None:
             subsets = tuple(s for s in subsets if s != "H_ref")
         return collect_samples(
-            self.stores, subsets, self.train_splits, selections, True, self.min_label_score
-        )
+            self.stores, subsets, self.train_splits, selections,
+            min_label_score=self.min_label_score,
+        )  # fmt: skip
 
     def target_caches(self) -> list[TargetCache] | None:
         """Every store's target cache (built once, on first use); None without a cache_dir."""
