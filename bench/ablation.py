@@ -127,27 +127,34 @@ def summary(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
         for key in SUMMARY_KEYS:
             values = [s[key] for s in seeds.values() if s.get(key) is not None]
             mean = statistics.fmean(values) if values else None
-            std = statistics.pstdev(values) if len(values) > 1 else 0.0
+            std = statistics.pstdev(values) if len(values) > 1 else None  # one seed: unknown
             stats[key] = {"mean": mean, "std": std, "per_seed": values}
         out[str(row)] = {"name": result["name"], **stats, "seeds": seeds}
     return out
+
+
+def mean_std(stat: dict[str, Any]) -> str:
+    """Mean ± std over several seeds ("33.0 ± 0.5"); the mean alone for one seed ("33.1")."""
+    mean, std = stat["mean"], stat["std"]
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
 def write_outputs(out: Path, table: dict[str, Any]) -> None:
     """ablation.json, ablation.md and ablation.png."""
     (out / "ablation.json").write_text(json.dumps(jsonable(table), indent=2) + "\n")
     lines = [
-        "| row | variant | mIoU | oIoU | P@0.3 | P@0.5 | P@0.7 | n |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | variant | mIoU | oIoU | P@0.3 | P@0.5 | P@0.7 | n | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row, r in table.items():
-        cells = [f"{r[k]['mean']:.1f} ± {r[k]['std']:.1f}" for k in SUMMARY_KEYS[:-1]]
-        lines.append(f"| {row} | {r['name']} | " + " | ".join(cells) + f" | {r['n']['mean']:.0f} |")
+        cells = [mean_std(r[k]) for k in SUMMARY_KEYS[:-1]]
+        tail = f" | {r['n']['mean']:.0f} | {len(r['seeds'])} |"
+        lines.append(f"| {row} | {r['name']} | " + " | ".join(cells) + tail)
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(1.1 * len(table) + 2, 4))
     names = [f"{row}" for row in table]
     means = [r["mIoU"]["mean"] for r in table.values()]
-    stds = [r["mIoU"]["std"] for r in table.values()]
+    stds = [r["mIoU"]["std"] or 0.0 for r in table.values()]  # one seed: no error bar
     ax.bar(names, means, yerr=stds, capsize=4, color="#4c72b0")
     ax.set_xlabel("Table 3 row")
     ax.set_ylabel("test mIoU (mean ± std over seeds)")

@@ -121,17 +121,21 @@ def ablation_metrics(table: dict[str, Any]) -> list[str]:
 
 
 def ablation_rows(table: dict[str, Any]) -> list[dict[str, str]]:
-    """Rows of the ablation table: row, variant, each metric as "mean ± std", seeds."""
+    """Rows of the ablation table: row, variant, each metric as "mean ± std" ("mean" where one
+    seed ran: its spread is unknown, not zero), seeds."""
     out = []
     for row, result in sorted(table.items(), key=lambda kv: int(kv[0])):
         cells = {"row": str(row), "variant": str(result["name"])}
         for key in ablation_metrics(table):
             stat = result.get(key) or {}
-            mean, std = stat.get("mean"), stat.get("std") or 0.0
+            mean, std = stat.get("mean"), stat.get("std")
             if key == "n":
                 cells[key] = _number(mean)
+            elif mean is None:
+                cells[key] = "–"
             else:
-                cells[key] = "–" if mean is None else f"{mean:.1f} ± {std:.1f}"
+                one_seed = std is None or len(stat.get("per_seed") or ()) == 1
+                cells[key] = f"{mean:.1f}" if one_seed else f"{mean:.1f} ± {std:.1f}"
         cells["seeds"] = str(len(result.get("seeds") or {}))
         out.append(cells)
     return out

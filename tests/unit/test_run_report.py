@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipeline.core.errors import ConfigError
 from pipeline.reports.gallery import GalleryItem, gallery_png
-from pipeline.reports.run_files import phase_spans, read_run
+from pipeline.reports.run_files import ablation_rows, phase_spans, read_run
 from pipeline.reports.run_report import SECTION_IDS, render_report
 from tests.helpers import REPO
 
@@ -92,3 +92,17 @@ def test_missing_files_and_phases(tmp_path: Path) -> None:
     assert phase_spans([*CURVES, {"epoch": 4, "phase": "ris"}]) == [
         ("semantic", 1, 1), ("ris_pre", 2, 2), ("ris", 3, 4)
     ]  # fmt: skip
+
+
+def test_one_seed_row_shows_no_spread() -> None:
+    # a row run with one seed has an unknown spread, not a zero one: its cells carry the mean only
+    table = {
+        "5": {"name": "full", "mIoU": {"mean": 33.0, "std": 0.49, "per_seed": [33.5, 32.5]},
+              "n": {"mean": 539.0, "std": 0.0, "per_seed": [539, 539]},
+              "seeds": {"0": {}, "1": {}}},
+        "7": {"name": "w/o D_ref", "mIoU": {"mean": 32.8, "std": None, "per_seed": [32.8]},
+              "n": {"mean": 539.0, "std": None, "per_seed": [539]}, "seeds": {"0": {}}},
+    }  # fmt: skip
+    rows = {r["row"]: r for r in ablation_rows(table)}
+    assert rows["5"]["mIoU"] == "33.0 ± 0.5" and rows["5"]["seeds"] == "2"
+    assert rows["7"]["mIoU"] == "32.8" and rows["7"]["seeds"] == "1" and rows["7"]["n"] == "539"
