@@ -10,8 +10,9 @@ Stores are built once and reused by every row. Every row is a config under confi
 (variants as data): row 1 is CLIP + SAM without training (the whole sentence's relevance →
 SAM with box_points, the `eval --baseline clip-sam` path); rows 2-10 train the point generator
 on the stores and score its masks on the test split against ground truth. Each (row, seed)
-result is cached in DIR/results/ with a hash of its config and the world's params, so a killed
-table resumes and a changed config runs again; `--report` runs nothing and tabulates every cached
+result is cached in DIR/results/ with a hash of its config and the world's params, and trains in
+DIR/runs/row<NN>-<hash>-seed<S>, so a killed table resumes (mid-row too) and a changed config runs
+again from scratch; `--report` runs nothing and tabulates every cached
 (row, seed) of `--rows` (rows may have different numbers of seeds). Seeds: the training seed
 (optim.seed) for rows 2-10; for row 1, which trains nothing, the simulation's seed of the
 test split's maps (attention.simulated.seed), i.e. another draw of CLIP's noise.
@@ -218,7 +219,9 @@ def main() -> None:
                 split = config.get("data", {}).get("eval_splits", ["test"])[0]
                 result = run_baseline(args.out, params, seed, split)
             else:
-                result = run_training(args.out, stores, config, seed, f"row{row:02d}")
+                # its run directory is the recipe's: a killed row resumes, a changed one starts over
+                name = f"row{row:02d}-{recipe}"
+                result = run_training(args.out, stores, config, seed, name)
             result["wall_s"] = round(time.perf_counter() - start, 1)
             result["recipe"] = recipe
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -267,6 +267,13 @@ def test_resume_gives_the_same_weights_and_select_writes_a_round(
     curves = (part / "curves.csv").read_text().splitlines()
     assert curves[0].startswith("epoch,phase") and len(curves) == 3
 
+    # another config resumes nothing: one ConfigError naming the change, the checkpoint untouched
+    other = config_from_dict({**TINY_TRAIN, "model": {**TINY_TRAIN["model"], "hidden_dim": 48}})
+    with pytest.raises(ConfigError, match=r"model\.hidden_dim: \d+ -> 48.*--no-resume"):
+        _train(other, store_copy, synthetic_root, part, tiny_clip, sam_t, resume=True)
+    after = torch.load(part / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(after[key], value) for key, value in b["model"].items())
+
 
 @needs_sam
 def test_ddp_world_size_one_on_gloo(

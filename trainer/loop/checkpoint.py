@@ -136,3 +136,25 @@ def check_stores(state: dict[str, Any], stores: list[dict[str, str]]) -> None:
             "the label stores differ from the ones this checkpoint trained on (manifest sha256): "
             "pass the same --labels in the same order, or --no-resume to start over"
         )
+
+
+# run-time settings a resumed run may change: they do not change what the run computes
+RESUMABLE_CHANGES = {("optim", "num_workers"), ("data", "eval_every")}
+
+
+def check_config(state: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse to resume under another config than the checkpoint's: the run would not reach the
+    same weights, or (another architecture) not even load them."""
+    before = state["config"]
+    changed = [
+        f"{section}.{key}: {before.get(section, {}).get(key)!r} -> {value!r}"
+        for section, values in config.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if (section, key) not in RESUMABLE_CHANGES and before.get(section, {}).get(key) != value
+    ]
+    if changed:
+        raise ConfigError(
+            "this run's checkpoint was made under another config (" + "; ".join(changed) + "): "
+            "use the checkpoint's config, another --out, or --no-resume to start over"
+        )

@@ -46,7 +46,7 @@ from trainer.data.feature_cache import ClipCache, build_clip_cache, manifest_has
 from trainer.data.loaders import TrainingData, make_loader
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.samples import SUBSETS, collect_samples
-from trainer.loop.checkpoint import LAST, check_stores, load_checkpoint, restore
+from trainer.loop.checkpoint import LAST, check_config, check_stores, load_checkpoint, restore
 from trainer.loop.curriculum import RunState, curriculum_phases, run_curriculum
 from trainer.loop.distributed import barrier, is_distributed, is_main_process, rank_share
 from trainer.loop.engine import Key, evaluate, reference_masks
@@ -197,6 +197,7 @@ def train(
     if resume and (out_dir / LAST).is_file():
         ckpt = load_checkpoint(out_dir / LAST)
         check_stores(ckpt, store_ids)
+        check_config(ckpt, config_to_dict(cfg))
         restore(ckpt, model, optimizer, scheduler)
         sel = ckpt["selections"]
         state = RunState(
