@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 from pipeline.core.config import jsonable, read_yaml_mapping
 from pipeline.models.options import ModelOptions
 from pipeline.models.runtime import resolve_device
+from pipeline.scoring.failures import CLASSES
 from pipeline.scoring.metrics import SUMMARY_KEYS
 from pipeline.stages.build import build
 from pipeline.stages.executor import InProcessExecutor
@@ -130,6 +131,9 @@ def summary(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
             mean = statistics.fmean(values) if values else None
             std = statistics.pstdev(values) if len(values) > 1 else None  # one seed: unknown
             stats[key] = {"mean": mean, "std": std, "per_seed": values}
+        failures = [s["failures"] for s in seeds.values() if s.get("failures")]
+        if failures:  # what the misses hit instead, share of samples, mean over seeds
+            stats["failures"] = {c: statistics.fmean(f[c] for f in failures) for c in CLASSES}
         out[str(row)] = {"name": result["name"], **stats, "seeds": seeds}
     return out
 
@@ -151,6 +155,18 @@ def write_outputs(out: Path, table: dict[str, Any]) -> None:
         cells = [mean_std(r[k]) for k in SUMMARY_KEYS[:-1]]
         tail = f" | {r['n']['mean']:.0f} | {len(r['seeds'])} |"
         lines.append(f"| {row} | {r['name']} | " + " | ".join(cells) + tail)
+    failing = {row: r["failures"] for row, r in table.items() if r.get("failures")}
+    if failing:
+        lines += [
+            "",
+            "What each row's test masks hit (pipeline.scoring.failures; % of samples, mean over "
+            "seeds):",
+            "",
+            "| row | " + " | ".join(CLASSES) + " |",
+            "|---|" + "---|" * len(CLASSES),
+        ]
+        for row, shares in failing.items():
+            lines.append(f"| {row} | " + " | ".join(f"{shares[c]:.1f}" for c in CLASSES) + " |")
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(1.1 * len(table) + 2, 4))
     names = [f"{row}" for row in table]

@@ -117,7 +117,7 @@ def select_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 def ablation_metrics(table: dict[str, Any]) -> list[str]:
     """The metric columns of an ablation table, in its rows' order (mIoU, oIoU, P@X…, n)."""
     keys = dict.fromkeys(k for r in table.values() for k, v in r.items() if isinstance(v, dict))
-    return [k for k in keys if k != "seeds"]
+    return [k for k in keys if k not in ("seeds", "failures")]  # failures: a table of its own
 
 
 def ablation_rows(table: dict[str, Any]) -> list[dict[str, str]]:

@@ -13,8 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from pipeline.scoring.failures import CLASSES
 from tests.helpers import REPO
 
 
@@ -64,6 +66,12 @@ def test_rows_1_and_5_on_a_tiny_world_and_resume(tmp_path: Path) -> None:
         assert row["n"]["mean"] > 0 and 0.0 <= row["mIoU"]["mean"] <= 100.0
         assert len(row["mIoU"]["per_seed"]) == 1
     assert table["5"]["seeds"]["0"]["select"], "row 5 runs Select on the scenes' H_ref"
+    for row in table.values():  # what each miss hit: every test sample classed, hits = P@0.5
+        failures = row["seeds"]["0"]["failures"]
+        assert failures["n"] == row["n"]["mean"]
+        assert sum(failures[c] for c in CLASSES) == pytest.approx(100.0)
+        assert failures["hit"] == pytest.approx(row["P@0.5"]["mean"])
+    assert "| row | hit | part |" in (out / "ablation.md").read_text()
     assert (out / "ablation.png").stat().st_size > 0
     assert "| 5 | 4 + domain refinement (full) |" in (out / "ablation.md").read_text()
     # phrase truth beside the refer files; simulated relevance stamped in the store

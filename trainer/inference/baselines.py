@@ -37,6 +37,7 @@ from pipeline.core.rle import decode_rle, encode_rle, to_rle
 from pipeline.models.encoders import cached_predictor
 from pipeline.models.frozen import FrozenSam
 from pipeline.models.weights import check_weights
+from pipeline.scoring.failures import breakdown, classify, object_truths
 from pipeline.scoring.label_eval import ground_truth_rles
 from pipeline.scoring.metrics import RisMeter
 from pipeline.store.embeddings import store_embeddings
@@ -177,7 +178,7 @@ def score_masks(
     store: LabelStore,
     data_root: Path,
     dataset: str | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """DESIGN §7 metrics of `predictions` against ground truth, keys as eval-labels'.
 
     Args:
@@ -188,7 +189,8 @@ def score_masks(
 
     Returns:
         {"mIoU", "oIoU", "P@0.3", "P@0.5", "P@0.7", "n"}, percentages in 0-100; samples without
-        ground truth are left out of n (and logged).
+        ground truth are left out of n (and logged). Where the dataset knows every object of an
+        image (the synthetic world), also "failures": the share of each failure class.
     """
     _samples(store, predictions)  # every id must belong to the store
     truths = ground_truth_rles(store, Path(data_root), dataset, sample_ids=predictions)
@@ -200,4 +202,8 @@ def score_masks(
     if meter.n < len(predictions):
         left_out = len(predictions) - meter.n
         log.info("score_masks: %d samples without ground truth left out", left_out)
-    return meter.summarize()
+    metrics: dict[str, Any] = meter.summarize()
+    objects = object_truths(dataset or store.manifest["dataset"], Path(data_root), predictions)
+    if objects:  # the synthetic world: what each miss hit instead (pipeline.scoring.failures)
+        metrics["failures"] = breakdown(classify(predictions[s], t) for s, t in objects.items())
+    return metrics

@@ -27,6 +27,7 @@ from pipeline.labelling.prompting import prompt_mask
 from pipeline.models.encoders import cached_predictor
 from pipeline.models.frozen import FrozenSam
 from pipeline.models.runtime import autocast
+from pipeline.scoring.failures import breakdown, classify
 from pipeline.scoring.metrics import intersection_union, summarize
 from trainer.data.samples import Sample
 from trainer.loop.distributed import gather_objects, mean_over_ranks
@@ -257,16 +258,26 @@ def evaluate(
     references: Mapping[Key, Any],
     device: torch.device,
     amp: bool = True,
-) -> dict[str, float]:
+    objects: Mapping[Key, tuple[int, int, str, str]] | None = None,
+) -> dict[str, Any]:
     """DESIGN §7 metrics of the model's masks against `references` (`reference_masks`).
 
     Samples without a reference are left out of n. Under DDP every rank scores its share of
     the loader and the counts are gathered (duplicates from sampler padding counted once).
+    With `objects` (`pipeline.scoring.failures.object_truths`, the synthetic world) the metrics
+    also hold "failures": the share of each failure class over the samples it covers.
     """
     counts: dict[Key, tuple[int, int]] = {}
+    classes: dict[Key, str] = {}
     for p in predict_masks(model, loader, sam, device, amp):
         if p.key in references:
             counts[p.key] = intersection_union(p.mask, _decode(references[p.key]))
+        if objects and p.key in objects:
+            classes[p.key] = classify(p.mask, objects[p.key])
     counts = {k: v for part in gather_objects(counts) for k, v in part.items()}
     ordered = [counts[k] for k in sorted(counts)]
-    return summarize([c[0] for c in ordered], [c[1] for c in ordered])
+    metrics: dict[str, Any] = summarize([c[0] for c in ordered], [c[1] for c in ordered])
+    if objects:
+        classes = {k: v for part in gather_objects(classes) for k, v in part.items()}
+        metrics["failures"] = breakdown(classes.values())
+    return metrics

@@ -35,6 +35,7 @@ from pipeline.core.errors import DatasetError, StoreError
 from pipeline.models.encoders import frozen_pair
 from pipeline.models.frozen import FrozenClip, FrozenSam
 from pipeline.models.options import ModelOptions
+from pipeline.scoring.failures import object_truths
 from pipeline.scoring.label_eval import ground_truth_rles
 from pipeline.scoring.metrics import SUMMARY_KEYS
 from pipeline.store.reader import LabelStore
@@ -98,6 +99,24 @@ def ground_truths(
             log.info("%s: no ground truth (%s); scoring against pseudo-labels", store.root, exc)
             continue
         out.update({(i, sid): rle for sid, rle in truths.items()})
+    return out
+
+
+def failure_truths(
+    stores: Sequence[LabelStore], data_roots: Sequence[Path | None], keys: Sequence[Key]
+) -> dict[Key, tuple[int, int, str, str]]:
+    """(store index, sample_id) → `object_truths` of the eval samples whose dataset has them."""
+    out: dict[Key, tuple[int, int, str, str]] = {}
+    for i, (store, root) in enumerate(zip(stores, data_roots, strict=True)):
+        wanted = {sid for j, sid in keys if j == i}
+        if root is None or not wanted:
+            continue
+        try:
+            found = object_truths(store.manifest["dataset"], Path(root), wanted) or {}
+        except (DatasetError, StoreError) as exc:
+            log.info("%s: no object truth (%s); no failure classes", store.root, exc)
+            continue
+        out.update({(i, sid): truth for sid, truth in found.items()})
     return out
 
 
@@ -214,10 +233,11 @@ def train(
 
     loader, eval_samples = eval_loader(data, cfg.data.eval_splits, cfg.optim.batch_size)
     references = reference_masks(eval_samples, ground_truths(stores, data_roots))
+    objects = failure_truths(stores, data_roots, [s.key for s in eval_samples])
     amp = cfg.optim.amp
 
     def evaluate_fn(epoch: int) -> dict[str, float]:
-        return evaluate(model, loader, sam, references, device, amp)
+        return evaluate(model, loader, sam, references, device, amp, objects)
 
     state = run_curriculum(
         model,
