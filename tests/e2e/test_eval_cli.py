@@ -26,6 +26,8 @@ from trainer.inference.predict import load_for_inference, predict_store
 pytestmark = pytest.mark.skipif(not SAM_VIT_T.is_file(), reason=f"{SAM_VIT_T} not present")
 
 KEYS = {"mIoU", "oIoU", "P@0.3", "P@0.5", "P@0.7", "n"}
+# the synthetic world knows every object of an image: eval also says what each miss hit
+WORLD_KEYS = {*KEYS, "failures"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def test_eval_checkpoint_matches_a_direct_prediction(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads(metrics_out.read_text())
-    assert set(metrics) == KEYS
+    assert set(metrics) == WORLD_KEYS
     built = LabelStore(tmp_path / "eval")
     assert set(built.samples().column("split").to_pylist()) == {"val"}
 
@@ -71,6 +73,9 @@ def test_eval_checkpoint_matches_a_direct_prediction(
     expected = score_masks(direct, store, synthetic_root)
     for key in KEYS:
         assert metrics[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert metrics["failures"] == pytest.approx(expected["failures"], abs=1e-6)
+    assert metrics["failures"]["n"] == metrics["n"]
+    assert metrics["failures"]["hit"] == pytest.approx(metrics["P@0.5"])  # a hit is IoU ≥ 0.5
 
     again = CliRunner().invoke(app, args)  # the split's store is reused, same numbers
     assert again.exit_code == 0 and json.loads(metrics_out.read_text()) == metrics
@@ -113,7 +118,8 @@ def test_eval_baseline_clip_sam(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads(metrics_out.read_text())
-    assert set(metrics) == KEYS
+    assert set(metrics) == WORLD_KEYS
+    assert sum(v for k, v in metrics["failures"].items() if k != "n") == pytest.approx(100.0)
     test_ids = [
         s for s in LabelStore(synthetic_store).samples().to_pylist() if s["split"] == "test"
     ]
