@@ -91,7 +91,12 @@ def phase_spans(curves: Sequence[dict[str, Any]]) -> list[tuple[str, int, int]]:
 def metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """(name, value) rows of the final evaluation and the run's facts."""
     # metrics.json's "eval" holds DESIGN §7's keys in their order (mIoU, oIoU, P@X…, n)
-    rows = [(k, _number(v)) for k, v in (metrics.get("eval") or {}).items()]
+    rows = []
+    for key, value in (metrics.get("eval") or {}).items():
+        if isinstance(value, dict):  # failures: the share of each class, % of samples
+            rows += [(f"{key}: {k} (%)", _number(v)) for k, v in value.items() if k != "n"]
+        else:
+            rows.append((key, _number(value)))
     splits = ", ".join(metrics.get("eval_splits") or [])
     for name, value in (
         ("eval splits", splits),

@@ -265,7 +265,7 @@ def train(
     if final is None:
         final = evaluate_fn(state.epoch)
     metrics = {
-        "eval": jsonable({k: final[k] for k in SUMMARY_KEYS}),
+        "eval": jsonable({k: final[k] for k in (*SUMMARY_KEYS, "failures") if k in final}),
         "eval_splits": list(cfg.data.eval_splits),
         "epochs": state.epoch,
         "trainable_params": trainable,
