@@ -157,10 +157,12 @@ def test_scores(
     synthetic_root: Path,
 ) -> None:
     perfect = score_masks(ground_truth, store, synthetic_root, "synthetic")
-    assert set(perfect) == set(SUMMARY_KEYS) and perfect["n"] == len(samples)
+    assert set(perfect) == {*SUMMARY_KEYS, "failures"} and perfect["n"] == len(samples)
     assert all(perfect[k] == 100.0 for k in SUMMARY_KEYS if k != "n")
+    assert perfect["failures"]["hit"] == 100.0 and perfect["failures"]["n"] == len(samples)
     empty = {sid: np.zeros_like(m) for sid, m in ground_truth.items()}
-    assert score_masks(empty, store, synthetic_root)["mIoU"] == 0.0
+    nothing = score_masks(empty, store, synthetic_root)
+    assert nothing["mIoU"] == 0.0 and nothing["failures"]["empty"] == 100.0
     for masks in (centre, random_candidate_masks(store, pool="image")):
         row = score_masks(masks, store, synthetic_root)
         assert all(0.0 <= row[k] <= 100.0 for k in SUMMARY_KEYS if k != "n")
@@ -182,4 +184,5 @@ def test_scores_agree_with_eval_labels(
         if s["subset"] == "H_sem" and c["referent"] == 1 and c["mask_rle"] is not None:
             referents[c["sample_id"]] = decode_rle(c["mask_rle"], s["height"], s["width"])
     expected = evaluate_labels(store.root, synthetic_root)["H_sem_referent"]
-    assert score_masks(referents, store, synthetic_root) == pytest.approx(expected)
+    scored = score_masks(referents, store, synthetic_root)
+    assert {k: scored[k] for k in SUMMARY_KEYS} == pytest.approx(expected)
