@@ -10,6 +10,10 @@ synthetic world): one class per (referent, sentence) sample.
     background    most of the mask lies on no annotated object
     empty         no mask at all
 
+`other_kind` says which other object: the landmark the sentence names, or a look-alike of the
+referent (same class and colour, same class, same colour) that only the sentence's words tell
+apart, or an unrelated object (`bench/failure_kinds.py` tabulates it).
+
 "Most" is the largest of the three shares of the mask's pixels (referent / other objects /
 neither); a tie goes to the referent, then to other objects. `breakdown` gives each class's share
 of the samples in percent, so a table says which failure dominates: D_sem / D_ref (the
@@ -109,3 +113,25 @@ def breakdown(classes: Iterable[str]) -> dict[str, float]:
     out: dict[str, float] = {c: 100.0 * counts[c] / n if n else float("nan") for c in CLASSES}
     out["n"] = n
     return out
+
+
+OTHER_KINDS: tuple[str, ...] = (
+    "landmark", "same class and colour", "same class", "same colour", "unrelated",
+)  # fmt: skip
+
+
+def other_kind(pred: np.ndarray, referent: Any, objects: Iterable[Any], landmarks: set[int]) -> str:
+    """Which object an *other object* mask is on (the one it covers most), against the referent:
+    objects are `ObjectTruth`s (shape, colours, mask); `landmarks` the ann_ids the sentence's
+    landmark phrases denote."""
+    others = [o for o in objects if o.ann_id != referent.ann_id]
+    if not others:
+        raise ValueError("the image has no object besides the referent")
+    hit = max(others, key=lambda o: int(np.count_nonzero(pred & o.mask)))
+    if hit.ann_id in landmarks:
+        return "landmark"
+    same_class = hit.shape == referent.shape
+    same_colour = bool(set(hit.colours) & set(referent.colours))
+    if same_class:
+        return "same class and colour" if hit.colour == referent.colour else "same class"
+    return "same colour" if same_colour else "unrelated"

