@@ -26,7 +26,9 @@ CURVES = [
      "select": {"synthetic": {"round": 1, "pairs": 10, "kept": 7, "kept_share": 0.7}}},
 ]  # fmt: skip
 METRICS = {
-    "eval": {"mIoU": 41.5, "oIoU": 33.25, "P@0.3": 50.0, "P@0.5": 40.0, "P@0.7": 20.0, "n": 12},
+    "eval": {"mIoU": 41.5, "oIoU": 33.25, "P@0.3": 50.0, "P@0.5": 40.0, "P@0.7": 20.0, "n": 12,
+             "failures": {"hit": 40.0, "part": 8.25, "loose": 0.0, "other object": 43.5,
+                          "background": 8.25, "empty": 0.0, "n": 12}},
     "eval_splits": ["test"],
     "epochs": 3,
     "select": {"synthetic": {"1": {"round": 1, "pairs": 10, "kept": 7, "kept_share": 0.7,
@@ -62,6 +64,7 @@ def test_page_has_every_section_and_the_run_numbers(tmp_path: Path) -> None:
     for ident in SECTION_IDS:
         assert f'<section id="{ident}">' in page, ident
     assert "<td>41.5</td>" in page and "<td>33.25</td>" in page  # metrics table
+    assert "failures: other object (%)</td><td>43.5</td>" in page  # one row per class
     row1 = json.loads(ABLATION.read_text())["1"]["mIoU"]  # the committed table's row 1
     assert "CLIP + SAM (no training)" in page and f"{row1['mean']:.1f} ± {row1['std']:.1f}" in page
     assert "<td>70.0</td>" in page and "<td>57.1</td>" in page and "<td>45.0</td>" in page
