@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 from pipeline.core.config import jsonable, read_yaml_mapping
 from pipeline.models.options import ModelOptions
 from pipeline.models.runtime import resolve_device
+from pipeline.reports.run_files import mean_std
 from pipeline.scoring.failures import CLASSES
 from pipeline.scoring.metrics import SUMMARY_KEYS
 from pipeline.stages.build import build
@@ -136,12 +137,6 @@ def summary(rows: dict[int, dict[str, Any]]) -> dict[str, Any]:
             stats["failures"] = {c: statistics.fmean(f[c] for f in failures) for c in CLASSES}
         out[str(row)] = {"name": result["name"], **stats, "seeds": seeds}
     return out
-
-
-def mean_std(stat: dict[str, Any]) -> str:
-    """Mean ± std over several seeds ("33.0 ± 0.5"); the mean alone for one seed ("33.1")."""
-    mean, std = stat["mean"], stat["std"]
-    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
 def write_outputs(out: Path, table: dict[str, Any]) -> None:

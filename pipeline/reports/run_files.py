@@ -133,17 +133,20 @@ def ablation_rows(table: dict[str, Any]) -> list[dict[str, str]]:
         cells = {"row": str(row), "variant": str(result["name"])}
         for key in ablation_metrics(table):
             stat = result.get(key) or {}
-            mean, std = stat.get("mean"), stat.get("std")
-            if key == "n":
-                cells[key] = _number(mean)
-            elif mean is None:
-                cells[key] = "–"
-            else:
-                one_seed = std is None or len(stat.get("per_seed") or ()) == 1
-                cells[key] = f"{mean:.1f}" if one_seed else f"{mean:.1f} ± {std:.1f}"
+            cells[key] = _number(stat.get("mean")) if key == "n" else mean_std(stat)
         cells["seeds"] = str(len(result.get("seeds") or {}))
         out.append(cells)
     return out
+
+
+def mean_std(stat: dict[str, Any]) -> str:
+    """An ablation cell: "33.0 ± 0.5" over several seeds, "33.1" for one (its spread is unknown,
+    not zero), "–" without a value."""
+    mean, std = stat.get("mean"), stat.get("std")
+    if mean is None:
+        return "–"
+    one_seed = std is None or len(stat.get("per_seed") or ()) == 1
+    return f"{mean:.1f}" if one_seed else f"{mean:.1f} ± {std:.1f}"
 
 
 def _number(value: Any) -> str:

@@ -22,7 +22,6 @@ object-centric data) teach whole objects, i.e. they fix *part*, not *other objec
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Collection, Iterable
 from pathlib import Path
@@ -32,8 +31,6 @@ import numpy as np
 
 from pipeline.core.rle import decode_rle, encode_rle
 from pipeline.data.registry import open_dataset
-
-log = logging.getLogger(__name__)
 
 CLASSES: tuple[str, ...] = ("hit", "part", "loose", "other object", "background", "empty")
 
@@ -48,8 +45,7 @@ def object_truths(
     RLE counts (small: a test split's masks decoded at once would not be); None where the
     dataset does not know every object of an image (only the synthetic world does)."""
     source = open_dataset(dataset, Path(data_root))
-    objects_of = getattr(source, "objects", None)
-    if objects_of is None:
+    if getattr(source, "truth", None) is None:  # decided before any record is read (RefCOCO)
         return None
     out: ObjectTruths = {}
     by_referent: dict[tuple[str, int], tuple[int, int, str, str] | None] = {}
@@ -58,9 +54,7 @@ def object_truths(
             continue
         key = (record.image_id, record.ann_id)  # the sentences of a referent share its truth
         if key not in by_referent:
-            objects = objects_of(record.image_id)
-            if objects is None:
-                return None
+            objects = source.objects(record.image_id)
             by_referent[key] = _referent_and_others(objects, record.ann_id)
         if (truth := by_referent[key]) is not None:
             out[record.sample_id] = truth

@@ -133,6 +133,12 @@ def eval_baseline(
     store = build_split_store(
         dataset, split, data_root, labels_dir, params, options, BASELINE_STAGES
     )
+    return score_masks(baseline_predictions(store), store, data_root, dataset)
+
+
+def baseline_predictions(store: LabelStore) -> dict[str, np.ndarray]:
+    """sample_id → the baseline's mask in a store built by `eval_baseline` (its one candidate,
+    the whole sentence, prompted into SAM); a sample whose candidate got no mask predicts none."""
     sizes = {s["sample_id"]: (s["height"], s["width"]) for s in store.samples().to_pylist()}
     predictions: dict[str, np.ndarray] = {}
     for cand in store.candidates().to_pylist():
@@ -144,7 +150,7 @@ def eval_baseline(
         predictions[sid] = decode_rle(rle, h, w) if rle else np.zeros((h, w), dtype=bool)
     for sid, (h, w) in sizes.items():  # a sample whose candidate got no mask is a miss
         predictions.setdefault(sid, np.zeros((h, w), dtype=bool))
-    return score_masks(predictions, store, data_root, dataset)
+    return predictions
 
 
 def predict_image(

@@ -118,7 +118,7 @@ def run_curriculum(
     amp: bool = True,
     grad_clip: float = 0.0,
     scaler: torch.amp.GradScaler | None = None,
-    evaluate_fn: Callable[[int], dict[str, float]] | None = None,
+    evaluate_fn: Callable[[int], dict[str, Any]] | None = None,
     eval_every: int = 1,
     checkpoint_extra: dict[str, Any] | None = None,
     state: RunState | None = None,

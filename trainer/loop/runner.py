@@ -236,7 +236,7 @@ def train(
     objects = failure_truths(stores, data_roots, [s.key for s in eval_samples])
     amp = cfg.optim.amp
 
-    def evaluate_fn(epoch: int) -> dict[str, float]:
+    def evaluate_fn(epoch: int) -> dict[str, Any]:
         return evaluate(model, loader, sam, references, device, amp, objects)
 
     state = run_curriculum(
