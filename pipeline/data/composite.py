@@ -27,13 +27,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.store import schemas
-from pipeline.store import shards
-from pipeline.data.dataset import GivenCandidate, GroundTruth, ObjectTruth, PhraseTruth
 from pipeline.core.errors import ConfigError, DatasetError
-from pipeline.data.specs import DatasetSpec, checked_root
-from pipeline.data.records import Reject, SourceRecord
 from pipeline.core.rle import decode_rle
+from pipeline.data.dataset import GivenCandidate, GroundTruth, ObjectTruth, PhraseTruth
+from pipeline.data.records import Reject, SourceRecord
+from pipeline.data.specs import DatasetSpec, checked_root
+from pipeline.store import schemas, shards
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import logging
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pipeline.data.dataset import GroundTruth
 from pipeline.core.errors import ConfigError, DatasetError
-from pipeline.data.specs import DatasetSpec, checked_root
+from pipeline.data.dataset import GroundTruth
 from pipeline.data.records import Reject, SourceRecord
 from pipeline.data.refer import expression_problem, normalise_expression
+from pipeline.data.specs import DatasetSpec, checked_root
 
 log = logging.getLogger(__name__)
 

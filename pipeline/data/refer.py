@@ -15,6 +15,7 @@ NFKC-normalised (full-width forms, ligatures) and whitespace-collapsed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import unicodedata
@@ -26,11 +27,11 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pipeline.data.dataset import GroundTruth, ObjectTruth, PhraseTruth
 from pipeline.core.errors import ConfigError, DatasetError
-from pipeline.data.specs import DatasetSpec, checked_root
+from pipeline.data.dataset import GroundTruth, ObjectTruth, PhraseTruth
 from pipeline.data.records import Reject, SourceRecord
 from pipeline.data.safe_pickle import load_refs_pickle
+from pipeline.data.specs import DatasetSpec, checked_root
 from pipeline.data.truth import WorldTruth
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,14 @@ def _compact_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for RefCOCO's 196k annotations), as arrays 8 (exact: the same doubles pycocotools reads)."""
     obj = dict(pairs)
     segmentation = obj.get("segmentation")
-    if isinstance(segmentation, list) and segmentation and all(
-        isinstance(poly, list) for poly in segmentation
+    if (
+        isinstance(segmentation, list)
+        and segmentation
+        and all(isinstance(poly, list) for poly in segmentation)
     ):
-        try:
+        # not numbers: left as read, for decode_segmentation to refuse if ever asked
+        with contextlib.suppress(TypeError, ValueError):
             obj["segmentation"] = [np.asarray(poly, dtype=np.float64) for poly in segmentation]
-        except (TypeError, ValueError):
-            pass  # not numbers: left as read, for decode_segmentation to refuse if ever asked
     return obj
 
 

@@ -1,11 +1,11 @@
 """Dataset specs: `data_manifests/<name>.yaml` says what a dataset is and where its files lie.
 
 (The folder keeps the name the team asked for; in code these are "specs", so that "manifest"
-means only a label store's manifest.json.) A spec names the adapter kind ("refer", "imagenet" or "composite"), the splits, and the
-dataset's files relative to --data-root, so one adapter serves every dataset of its kind (RefCOCO,
-RefCOCO+, RefCOCOg umd/google and the synthetic set are all "refer" manifests; a "composite"
-dataset's --data-root is a built D_sem label store whose augment table it reads). Variants are
-data, not code.
+means only a label store's manifest.json.) A spec names the adapter kind ("refer", "imagenet" or
+"composite"), the splits, and the dataset's files relative to --data-root, so one adapter
+serves every dataset of its kind (RefCOCO, RefCOCO+, RefCOCOg umd/google and the synthetic set
+are all "refer" manifests; a "composite" dataset's --data-root is a built D_sem label store whose
+augment table it reads). Variants are data, not code.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ class DatasetSpec:
         files = {
             "refer": (self.refs, self.instances, *truth),
             "imagenet": (self.classes,),
-            # The augment stage's record (_stage.json) lists its shards' sha256 and config: hashing it
-            # (ingest does) ties the composite store to the exact D_sem augment output.
+            # The augment stage's record (_stage.json) lists its shards' sha256 and config:
+            # hashing it (ingest does) ties the composite store to the exact D_sem augment output.
             "composite": (f"{self.composites}/_stage.json",),
         }[self.kind]
         object.__setattr__(self, "files", files)
@@ -113,9 +113,7 @@ def load_spec(name: str, specs_dir: Path | None = None) -> DatasetSpec:
         raise ConfigError(f"dataset spec {path}: name {data['name']!r} differs from the file")
     kind = _require(data, "kind", path)
     if kind not in KINDS:
-        raise ConfigError(
-            f"dataset spec {path}: kind {kind!r} is not one of {', '.join(KINDS)}"
-        )
+        raise ConfigError(f"dataset spec {path}: kind {kind!r} is not one of {', '.join(KINDS)}")
     for key in _KIND_KEYS[kind]:
         _require(data, key, path)
     for other, keys in _KIND_KEYS.items():

@@ -64,7 +64,8 @@ class TrainingData:
     group_by_image: bool = False  # shuffled batches keep an image's expressions together
     min_label_score: float = 0.0  # labels SAM scored lower are no target (`collect_samples`)
     _targets: list[TargetCache] | None = field(default=None, repr=False)
-    _last: tuple[Any, ...] | None = field(default=None, repr=False)  # (key, samples, loader, batches)
+    # (key, samples, loader, batches)
+    _last: tuple[Any, ...] | None = field(default=None, repr=False)
 
     def samples(
         self,
@@ -118,7 +119,9 @@ class TrainingData:
             self._last[3].set_seed(shuffle_seed)
             return self._last[2]
         self._last = None  # its workers stop before new ones start
-        targets = self.target_caches() if with_targets and (target_masks or self.grid_side) else None
+        targets = (
+            self.target_caches() if with_targets and (target_masks or self.grid_side) else None
+        )
         dataset = PromptDataset(
             samples, self.clip_caches, self.sam_embeddings, with_targets=with_targets,
             target_masks=target_masks, embeddings=embeddings, grid_side=self.grid_side,

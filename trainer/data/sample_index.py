@@ -242,7 +242,9 @@ class SampleIndex(Sequence):
     def image_groups(self) -> np.ndarray:
         """(n,) int64: one code per (store, image), numbered in order of first appearance."""
         keys = pc.binary_join_element_wise(
-            pa.array(self.store.astype(str), pa.large_string()), self.image_sha256, pa.scalar(":", pa.large_string())
+            pa.array(self.store.astype(str), pa.large_string()),
+            self.image_sha256,
+            pa.scalar(":", pa.large_string()),
         )
         return pc.index_in(keys, value_set=pc.unique(keys)).to_numpy().astype(np.int64)
 
