@@ -57,6 +57,42 @@ def remove_leftovers(directory: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def private_dir(out: Path) -> Path:
+    """A fresh directory beside `out` that only this process writes (`.NAME.tmp-PID`), for a
+    cache that several processes may build at once; `publish_dir` moves it into place. The
+    leftovers of writers that died on this host are removed first (a cache directory has no one
+    owner, so `remove_leftovers` cannot be used there)."""
+    for leftover in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def publish_dir(tmp: Path, out: Path, done: str = "done.json") -> None:
+    """Rename a complete `private_dir` to `out`; where another process published first (its
+    `done` file is there: the same content), keep that one and drop this one."""
+    if out.exists() and not (out / done).exists():
+        shutil.rmtree(out, ignore_errors=True)  # incomplete: an older layout's leftover
+    try:
+        tmp.rename(out)
+    except OSError:  # `out` is another process's complete copy
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def write_parquet(table: pa.Table, path: Path, schema: pa.Schema, fp: str) -> str:
     """Write `table` (cast to `schema`) to `path` atomically; returns the file's sha256.
 

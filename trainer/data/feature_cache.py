@@ -19,7 +19,9 @@ Arrays are sharded as the label store's are (`pipeline.store.shards.create_row_a
 inner chunk per row, so the trainer reads one image's or sample's row, and a shard file of up to
 256 MiB of rows, so the cache is a few files per array, not one per row. `CACHE_FORMAT` is in the
 key: a cache of an older layout is rebuilt, never read. The cache is built in a temporary
-directory and renamed, so a killed run leaves nothing half read. SAM embeddings are never
+directory of its own and renamed, so a killed run leaves nothing half read, and runs that
+build the same cache at once (ablation rows side by side, DDP ranks) do not write into each
+other's files: the first rename wins. SAM embeddings are never
 recomputed: `SamEmbeddings` (trainer.data.sam_embeddings) reads them from the label store's
 embedding cache. Readers load everything into memory when it is small (`max_memory_bytes`).
 """
@@ -29,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,7 @@ def build_clip_cache(
         images.setdefault(r["image_sha256"], r["image_path"])
     order = list(images)
     tokens = clip.tokenizer([r["expression"] for r in rows])  # (n_samples, context)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = shards.private_dir(out)
     import zarr
 
     group = zarr.open_group(str(tmp / "features.zarr"), mode="w")
@@ -188,8 +187,7 @@ def build_clip_cache(
         tmp / "samples.parquet",
     )
     (tmp / "done.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    shards.publish_dir(tmp, out)
     log.info("cached CLIP features of %d images, %d expressions in %s", len(order), len(rows), out)
     return out
 

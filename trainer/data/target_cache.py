@@ -26,8 +26,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from scipy import sparse
 from pipeline.core.rle import decode_rle
 from pipeline.labelling.grid import mask_to_grid
 from pipeline.store.reader import MANIFEST, LabelStore
+from pipeline.store.shards import private_dir, publish_dir
 from trainer.network.soft_sam import input_size
 
 log = logging.getLogger(__name__)
@@ -131,23 +130,22 @@ def build_target_cache(
         mask = decode_rle(rle, h, w)
         soft = lowres_target(mask, long_side, lowres).astype(np.float16)
         masks.append(_CODEC.compress(soft.tobytes(), asbytes=True))
-        grids.append(mask_to_grid(mask, grid_side).astype(np.float32).tobytes() if grid_side else b"")
+        grids.append(
+            mask_to_grid(mask, grid_side).astype(np.float32).tobytes() if grid_side else b""
+        )
     table = pa.table(
         {"sample_id": columns["sample_id"], "cand_idx": columns["cand_idx"],
          "masks": pa.array(masks, pa.large_binary()), "grid": pa.array(grids, pa.large_binary())},
         schema=SCHEMA,
     )  # fmt: skip
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with pa.OSFile(str(tmp / "targets.arrow"), "wb") as sink:
-        with pa.ipc.new_file(sink, SCHEMA) as writer:
-            writer.write_table(table, max_chunksize=max(table.num_rows, 1))
+    tmp = private_dir(out)
+    with (
+        pa.OSFile(str(tmp / "targets.arrow"), "wb") as sink,
+        pa.ipc.new_file(sink, SCHEMA) as out_file,
+    ):
+        out_file.write_table(table, max_chunksize=max(table.num_rows, 1))
     (tmp / "done.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
-    try:
-        tmp.rename(out)
-    except OSError:  # another process finished first: its cache is the same
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_dir(tmp, out)  # where another process finished first, its cache (the same) stays
     log.info("cached the targets of %d candidates of %s in %s", table.num_rows, store.root, out)
     return out
 
