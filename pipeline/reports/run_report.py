@@ -76,16 +76,18 @@ def select_section(run: RunFiles) -> str:
     if not rows:
         return '<p class="note">This run made no Select round (no H_ref pairs, or joint).</p>'
     header = ["store", "round", "pairs", "kept", "kept share %", "accuracy on kept %",
-              "random pick %", "accuracy on all %"]  # fmt: skip
+              "random pick %", "first candidate %", "accuracy on all %"]  # fmt: skip
     table = [
         [r["store"], r["round"], r.get("pairs", "–"), r.get("kept", "–"),
          _percent(r.get("kept_share")), _percent(r.get("accuracy")),
-         _percent(r.get("random_accuracy")), _percent(r.get("accuracy_all"))]
+         _percent(r.get("random_accuracy")), _percent(r.get("first_accuracy")),
+         _percent(r.get("accuracy_all"))]
         for r in rows
     ]  # fmt: skip
     note = (
         '<p class="note">Accuracy: the share of kept pairs whose chosen candidate is the '
-        "referent's own phrase, where the store carries phrase ground truth (– where not).</p>"
+        "referent's own phrase, where the store carries phrase ground truth (– where not); "
+        "random pick and first candidate: what those two rules would score on the same pairs.</p>"
     )
     return _table(header, table) + note
 

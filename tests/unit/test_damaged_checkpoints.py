@@ -1,5 +1,6 @@
 """Files given as checkpoints that are not one: one ConfigError line, no code run, and never
-torch's advice to load with weights_only=False (arbitrary code execution for a shared file)."""
+torch's advice to load with weights_only=False (arbitrary code execution for a shared file); a
+checkpoint made under another config is refused by the changed keys' names."""
 
 from __future__ import annotations
 
@@ -71,3 +72,24 @@ def test_a_sound_tensor_file_of_other_weights_says_so(tmp_path: Path) -> None:
         build_sam("vit_t", checkpoint=other)
     with pytest.raises(ConfigError, match="cannot load into ppt-tiny-vit"):
         build_clip("ppt-tiny-vit", checkpoint=other)
+
+
+def test_a_checkpoint_config_is_compared_key_by_key_and_new_keys_read_as_defaults() -> None:
+    # A checkpoint written before a config key existed resumes under that key's default; any
+    # other value, and any changed key, is refused by name.
+    from dataclasses import replace
+
+    from trainer.config import TrainConfig, config_to_dict
+    from trainer.loop.checkpoint import check_config
+
+    cfg = TrainConfig()
+    old = config_to_dict(cfg)
+    del old["model"]["relevance_dropout"]  # a checkpoint from before the key
+    check_config({"config": old}, config_to_dict(cfg))
+    on = replace(cfg, model=replace(cfg.model, point_mode="map", sam_stage=4,
+                                    relevance_input=True, relevance_dropout=0.5))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"model\.relevance_dropout: 0\.0 -> 0\.5"):
+        check_config({"config": old}, config_to_dict(on))
+    faster = replace(cfg, optim=replace(cfg.optim, lr=0.5))
+    with pytest.raises(ConfigError, match=r"optim\.lr: 0\.001 -> 0\.5"):
+        check_config({"config": old}, config_to_dict(faster))

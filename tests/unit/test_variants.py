@@ -102,6 +102,7 @@ def test_select_report_counts_hits_and_chance() -> None:
     assert report["pairs"] == 3 and report["kept"] == 2
     assert report["kept_share"] == pytest.approx(2 / 3)
     assert report["accuracy"] == 0.5 and report["random_accuracy"] == 0.5
+    assert report["first_accuracy"] == 0.5  # a's first candidate is its referent, b's is not
     assert report["accuracy_all"] == pytest.approx(2 / 3)
     assert report["random_accuracy_all"] == pytest.approx((0.5 + 0.5 + 1 / 3) / 3)
     assert "accuracy" not in select_report(rows, samples, {}, 0)  # no truth: counts only
@@ -185,3 +186,37 @@ def test_phrase_priors_start_each_query_on_its_phrase() -> None:
         gen(*args, sam_tokens=torch.randn(1, 16, 256), relevance=relevance[:, :2])
     with pytest.raises(ValueError, match="phrase_priors"):
         PointGeneratorConfig(phrase_priors=2)  # needs relevance_input and map mode
+
+
+def test_relevance_dropout_withholds_whole_samples_maps_in_training_only() -> None:
+    # relevance_dropout: in training, each sample sees all its maps or none (every channel zero);
+    # in evaluation it always sees them.
+    torch.manual_seed(0)
+    gen = PointGenerator([8], 8, hidden_dim=16, num_queries=2, points_per_query=3, num_heads=2,
+                         ffn_dim=16, dropout=0.0, sam_stage=4, point_mode="map",
+                         relevance_input=True, phrase_priors=1, relevance_dropout=0.5)  # fmt: skip
+    b = 64
+    stages = [torch.randn(1, 9, 8).expand(b, -1, -1)]
+    words, pad = torch.randn(1, 3, 8).expand(b, -1, -1), torch.zeros(b, 3, dtype=torch.bool)
+    sam_tokens = torch.randn(1, 16, 256).expand(b, -1, -1)
+    relevance = torch.rand(1, 2, 8, 8).expand(b, -1, -1, -1)
+
+    def maps(rel: torch.Tensor) -> torch.Tensor:
+        return gen(stages, words, pad, sam_tokens=sam_tokens, relevance=rel)["pred_maps"]
+
+    gen.eval()
+    full, none = maps(relevance), maps(torch.zeros_like(relevance))
+    assert not torch.allclose(full[0], none[0])
+    gen.train()
+    out = maps(relevance)
+    saw = torch.isclose(out, full, atol=1e-5).flatten(1).all(1)
+    withheld = torch.isclose(out, none, atol=1e-5).flatten(1).all(1)
+    assert (saw ^ withheld).all()  # every sample: all of its maps, or none of them
+    assert 16 < int(withheld.sum()) < 48  # about half of 64
+    gen.eval()
+    assert torch.allclose(maps(relevance), full)
+    with pytest.raises(ValueError, match="relevance_dropout needs relevance_input"):
+        PointGeneratorConfig(relevance_dropout=0.5)
+    with pytest.raises(ValueError, match=r"relevance_dropout must be in \[0, 1\)"):
+        PointGeneratorConfig(point_mode="map", sam_stage=4, relevance_input=True,
+                             relevance_dropout=1.0)  # fmt: skip

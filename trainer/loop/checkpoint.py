@@ -32,6 +32,7 @@ from torch import nn
 from pipeline.core.errors import ConfigError
 from pipeline.models.weights import load_tensors
 from pipeline.store.shards import remove_leftovers
+from trainer.config import TrainConfig, config_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +145,20 @@ RESUMABLE_CHANGES = {("optim", "num_workers"), ("data", "eval_every")}
 
 def check_config(state: dict[str, Any], config: dict[str, Any]) -> None:
     """Refuse to resume under another config than the checkpoint's: the run would not reach the
-    same weights, or (another architecture) not even load them."""
-    before = state["config"]
+    same weights, or (another architecture) not even load them. A key the checkpoint's config
+    lacks (added to the code since) reads as its default."""
+    before, defaults = state["config"], config_to_dict(TrainConfig())
+
+    def old(section: str, key: str) -> Any:
+        values = before.get(section, {})
+        return values[key] if key in values else defaults.get(section, {}).get(key)
+
     changed = [
-        f"{section}.{key}: {before.get(section, {}).get(key)!r} -> {value!r}"
+        f"{section}.{key}: {old(section, key)!r} -> {value!r}"
         for section, values in config.items()
         if isinstance(values, dict)
         for key, value in values.items()
-        if (section, key) not in RESUMABLE_CHANGES and before.get(section, {}).get(key) != value
+        if (section, key) not in RESUMABLE_CHANGES and old(section, key) != value
     ]
     if changed:
         raise ConfigError(

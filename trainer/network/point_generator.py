@@ -65,6 +65,11 @@ class PointGeneratorConfig:
     # start query k < P's point map from phrase k's map instead of the sentence's: the sentence
     # map lights every object the sentence mentions, a phrase's map only what that phrase names
     phrase_priors: int = 0
+    # training only (relevance_input): the chance that a sample's maps are withheld (all zero),
+    # so the generator must also find the referent from the words and the image. In the synthetic
+    # world the pseudo-labels are SAM's masks prompted by these very maps: their mistakes are the
+    # maps' mistakes, and a generator that always sees the maps learns to copy them
+    relevance_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.num_queries, self.points_per_query, self.num_heads) < 1:
@@ -81,6 +86,10 @@ class PointGeneratorConfig:
             raise ValueError("phrase_priors needs relevance_input and point_mode map")
         if not 0 <= self.phrase_priors <= self.num_queries:
             raise ValueError("phrase_priors must be in [0, num_queries]")
+        if not 0.0 <= self.relevance_dropout < 1.0:
+            raise ValueError("relevance_dropout must be in [0, 1)")
+        if self.relevance_dropout and not self.relevance_input:
+            raise ValueError("relevance_dropout needs relevance_input: there is no map to withhold")
 
 
 RELEVANCE_GAIN = 4.0  # initial weight of the relevance residual on map logits
@@ -124,11 +133,13 @@ class PointGenerator(nn.Module):
         decode_rule: str = "box_points",
         relevance_input: bool = False,
         phrase_priors: int = 0,
+        relevance_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.sam_stage, self.point_mode = sam_stage, point_mode
         self.positive_points, self.decode_rule = positive_points, decode_rule
         self.relevance_input, self.phrase_priors = relevance_input, phrase_priors
+        self.relevance_dropout = relevance_dropout
         if sam_stage:
             image_dims = [*image_dims, 256]  # SAM's embedding width
         self.num_queries = num_queries
@@ -214,6 +225,10 @@ class PointGenerator(nn.Module):
                 )
             peak = relevance.flatten(2).amax(dim=2).clamp_min(1e-6)  # (B, C)
             relevance = relevance / peak[..., None, None]
+            if self.training and self.relevance_dropout > 0:  # withheld: every channel zero
+                kept = torch.rand(relevance.shape[0], device=relevance.device)
+                kept = (kept >= self.relevance_dropout).to(relevance.dtype)
+                relevance = relevance * kept[:, None, None, None]
         b = stages[0].shape[0]
         q = self.queries.weight[None].expand(b, -1, -1)  # (B, K, D)
         for stage, image in zip(self.stages, stages, strict=True):
@@ -281,4 +296,5 @@ def build_point_generator(cfg: PointGeneratorConfig, clip: FrozenClip) -> PointG
         decode_rule=cfg.decode_rule,
         relevance_input=cfg.relevance_input,
         phrase_priors=cfg.phrase_priors,
+        relevance_dropout=cfg.relevance_dropout,
     )
