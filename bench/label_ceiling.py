@@ -59,16 +59,30 @@ def truth_store(out: Path) -> Path:
     src, dst = out / "labels" / "synthetic", out / "labels" / "synthetic-truth"
     if (dst / "manifest.json").exists() and _unmasked(dst) == _unmasked(src):
         return dst  # a copy of this very store (a rebuilt world's store is copied again)
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("rounds"))  # no row's Select rounds
-    store = LabelStore(dst)
+    truths = object_truths("synthetic", out / "data", train_h_sem(LabelStore(src)))
+    if not truths:
+        raise SystemExit(f"{src}: no train-split H_sem sample with ground truth")
+    relabelled_copy(src, dst, {sid: (t[2], 1.0) for sid, t in truths.items()})
+    log.info("%d H_sem train labels replaced by ground truth in %s", len(truths), dst)
+    return dst
+
+
+def train_h_sem(store: LabelStore) -> set[str]:
+    """The sample_ids of a store's train-split H_sem samples."""
     samples = store.samples().select(["sample_id", "split"])
     train = set(samples.filter(pc.equal(samples["split"], "train"))["sample_id"].to_pylist())
     split = store.candidates().select(["sample_id", "subset"])
     h_sem = set(split.filter(pc.equal(split["subset"], "H_sem"))["sample_id"].to_pylist())
-    truths = object_truths("synthetic", out / "data", train & h_sem)
-    if not truths:
-        raise SystemExit(f"{src}: no train-split H_sem sample with ground truth")
+    return train & h_sem
+
+
+def relabelled_copy(src: Path, dst: Path, labels: dict[str, tuple[str, float | None]]) -> None:
+    """Copy the store `src` to `dst` (no Select rounds) with the label of candidate 0 of each
+    sample in `labels` replaced: sample_id → (RLE counts, SAM score; None keeps the label's),
+    and the masks stage and the manifest sealed again. The points stage keeps the old labels'
+    points (no world.yaml loss reads them)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("rounds"))  # no row's Select rounds
     record = read_stage_record(dst, "masks")
     record.pop(SEAL)
     for shard in record["shards"]:
@@ -77,14 +91,14 @@ def truth_store(out: Path) -> Path:
         fp = table.schema.metadata[shards.FINGERPRINT_KEY].decode()
         rows = table.to_pylist()
         for row in rows:
-            if row["sample_id"] in truths and row["cand_idx"] == 0:
-                row["mask_rle"], row["sam_score"] = truths[row["sample_id"]][2], 1.0
+            if row["sample_id"] in labels and row["cand_idx"] == 0:
+                rle, score = labels[row["sample_id"]]
+                row["mask_rle"] = rle
+                row["sam_score"] = row["sam_score"] if score is None else score
         table = pa.Table.from_pylist(rows, schema=table.schema)
         shard["sha256"] = shards.write_parquet(table, path, schemas.MASKS, fp)
     write_stage_record(stage_dir(dst, "masks"), record)
-    finalize(dst, "synthetic", [s["stage"] for s in store.manifest["stages"]])
-    log.info("%d H_sem train labels replaced by ground truth in %s", len(truths), dst)
-    return dst
+    finalize(dst, "synthetic", [s["stage"] for s in LabelStore(src).manifest["stages"]])
 
 
 def _unmasked(store: Path) -> list[dict[str, Any]]:

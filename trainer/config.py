@@ -78,10 +78,15 @@ class DataConfig:
     # pseudo-labels SAM scored below this are not training targets (H_sem, D_sem, D_ref; an
     # H_ref pair keeps every candidate for Select to match against); 0 keeps every label
     min_label_score: float = 0.0
+    # likewise for pseudo-labels whose agreement with the map that prompted them (the masks
+    # stage's relevance_score, a soft IoU) is below this: a map that lights several objects
+    # agrees with none of their masks, so its label is a guess among them; 0 keeps every label
+    min_label_relevance: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.min_label_score < 1.0:
-            raise ValueError(f"min_label_score {self.min_label_score}: give a value in [0, 1)")
+        for key in ("min_label_score", "min_label_relevance"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"{key} {getattr(self, key)}: give a value in [0, 1)")
 
 
 @dataclass(frozen=True)

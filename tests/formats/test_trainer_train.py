@@ -137,6 +137,24 @@ def test_min_label_score_drops_unsure_labels_outside_h_ref() -> None:
     assert [s.sample_id for s in collect_samples([store], every, min_label_score=0.96)] == ["b"]
 
 
+def test_min_label_relevance_drops_labels_far_from_their_map_outside_h_ref() -> None:
+    store = StubStore()
+    agreement = {"a": 0.2, "b": 0.1, "c": 0.9, "d": 0.4}  # per sample, on every candidate
+    store._cands = store._cands.append_column(
+        "relevance_score",
+        pa.array([agreement[s] for s in store._cands.column("sample_id").to_pylist()]),
+    ).append_column("subset", pa.array(["H_sem", "H_ref", "H_ref", "H_ref", "D_sem"]))
+    every = ("H_sem", "H_ref", "D_sem")
+    near = collect_samples([store], every, min_label_relevance=0.3)
+    assert [s.sample_id for s in near] == ["b", "d"]  # H_ref keeps its pairs for Select
+    got = collect_samples([store], every, min_label_relevance=0.15)
+    assert [s.sample_id for s in got] == ["a", "b", "d"]
+    # with the SAM-score filter: a label must pass both
+    store._cands = store._cands.append_column("sam_score", pa.array([0.99] * 4 + [0.5]))
+    both = collect_samples([store], every, min_label_score=0.9, min_label_relevance=0.15)
+    assert [s.sample_id for s in both] == ["a", "b"]
+
+
 def test_targets_and_collate_shapes() -> None:
     sample = collect_samples([StubStore()], ("H_ref",))[0]
     target = build_target(sample)

@@ -63,6 +63,7 @@ class TrainingData:
     pin_memory: bool = False  # batches in pinned memory (training on a CUDA device)
     group_by_image: bool = False  # shuffled batches keep an image's expressions together
     min_label_score: float = 0.0  # labels SAM scored lower are no target (`collect_samples`)
+    min_label_relevance: float = 0.0  # labels agreeing less with their map: no target (same)
     _targets: list[TargetCache] | None = field(default=None, repr=False)
     # (key, samples, loader, batches)
     _last: tuple[Any, ...] | None = field(default=None, repr=False)
@@ -82,7 +83,7 @@ class TrainingData:
             subsets = tuple(s for s in subsets if s != "H_ref")
         return collect_samples(
             self.stores, subsets, self.train_splits, selections,
-            min_label_score=self.min_label_score,
+            min_label_score=self.min_label_score, min_label_relevance=self.min_label_relevance,
         )  # fmt: skip
 
     def target_caches(self) -> list[TargetCache] | None:

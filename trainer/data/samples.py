@@ -36,6 +36,7 @@ def collect_samples(
     selections: Mapping[int, Mapping[str, int]] | None = None,
     require_targets: bool = True,
     min_label_score: float = 0.0,
+    min_label_relevance: float = 0.0,
 ) -> SampleIndex:
     """The samples of `stores` in `subsets` (and `splits`, all when None), in store order and
     each store's sample order.
@@ -50,6 +51,8 @@ def collect_samples(
             them (it scores the prediction against ground truth, not the targets).
         min_label_score: a label SAM scored lower is no target, as a gated one (samples outside
             H_ref only: an H_ref pair keeps its whole candidate set for Select).
+        min_label_relevance: likewise for a label whose agreement with its relevance map (the
+            masks stage's `relevance_score`) is lower.
     """
     unknown = set(subsets) - set(SUBSETS)
     if unknown:
@@ -59,11 +62,13 @@ def collect_samples(
         # after a Select round, a store it has no entry for has no kept H_ref pair
         selection = None if selections is None else selections.get(index, {})
         part, skipped = _store_part(
-            index, store, subsets, splits, selection, require_targets, min_label_score
-        )
+            index, store, subsets, splits, selection, require_targets,
+            {"sam_score": min_label_score, "relevance_score": min_label_relevance},
+        )  # fmt: skip
         parts.append(part)
         if skipped:
             why = f" SAM scored ≥ {min_label_score}" if min_label_score else ""
+            why += f" agreeing ≥ {min_label_relevance} with its map" if min_label_relevance else ""
             log.info("%s: %d samples skipped, no candidate has a mask%s", store.root, skipped, why)
     return SampleIndex.concat(parts)
 
@@ -75,7 +80,7 @@ def _store_part(
     splits: Collection[str] | None,
     selection: Mapping[str, int] | None,
     require_targets: bool,
-    min_label_score: float = 0.0,
+    minimums: Mapping[str, float] | None = None,
 ) -> tuple[SampleIndex, int]:
     """One store's columns (`collect_samples`) and the count of samples skipped for no mask."""
     samples = store.samples()
@@ -90,16 +95,18 @@ def _store_part(
     ids = samples.column("sample_id").combine_chunks()
 
     names = store.candidates().column_names
-    wanted = ("sample_id", "cand_idx", "mask_rle", "points", "referent", "sam_score", "subset")
+    wanted = ("sample_id", "cand_idx", "mask_rle", "points", "referent", "subset",
+              *(minimums or {}))  # fmt: skip
     cands = store.candidates().select([c for c in wanted if c in names])
     if "mask_rle" not in names:  # no masks stage: no candidate is a target
         cands = cands.slice(0, 0).append_column("mask_rle", pa.array([], pa.string()))
     # rejected by a quality gate (no mask): no target
     has_mask = pc.fill_null(pc.greater(pc.utf8_length(cands.column("mask_rle")), 0), False)
-    if min_label_score > 0 and "sam_score" in cands.column_names:  # too unsure: no target
-        sure = pc.greater_equal(cands.column("sam_score"), min_label_score)
-        sure = pc.or_(sure, pc.equal(cands.column("subset"), "H_ref"))
-        has_mask = pc.and_(has_mask, pc.fill_null(sure, False))
+    for column, least in (minimums or {}).items():  # too unsure: no target
+        if least > 0 and column in cands.column_names:
+            sure = pc.greater_equal(cands.column(column), least)
+            sure = pc.or_(sure, pc.equal(cands.column("subset"), "H_ref"))
+            has_mask = pc.and_(has_mask, pc.fill_null(sure, False))
     cands = cands.filter(has_mask)
     owner = _positions(cands.column("sample_id"), ids)  # (m,) its sample's row, -1: none
     referent = (

@@ -150,6 +150,7 @@ def prepare_data(
         pin_memory=torch.device(clip.device).type == "cuda",
         group_by_image=cfg.data.group_by_image,
         min_label_score=cfg.data.min_label_score,
+        min_label_relevance=cfg.data.min_label_relevance,
     )
 
 
