@@ -110,22 +110,29 @@ def _line(name: str, miou: float, oiou: float, hit: float, other: float, seeds: 
     return f"| {name} | {miou:.1f} | {oiou:.1f} | {hit:.1f} | {other:.1f} | {seeds} |"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def world_args(description: str, seeds: int) -> tuple[argparse.Namespace, dict[str, Path]]:
+    """The arguments of a script run on a `bench/ablation.py --out` DIR (--out, --seeds) and
+    DIR's stores by role (synthetic, objects, composites); exits when DIR holds no world."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, required=True, help="a bench/ablation.py --out dir")
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=seeds)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     labels = args.out / "labels"
     if not (labels / "synthetic" / "manifest.json").exists():
         raise SystemExit(f"{labels / 'synthetic'}: no world here; run bench/ablation.py first")
-    stores = {"pseudo": labels / "synthetic", "truth": truth_store(args.out)}
+    return args, {"synthetic": labels / "synthetic", "objects": labels / "synthetic-objects",
+                  "composites": labels / "synthetic-objects-ref"}  # fmt: skip
+
+
+def main() -> None:
+    args, world = world_args(__doc__.splitlines()[0], seeds=1)
+    stores = {"pseudo": world["synthetic"], "truth": truth_store(args.out)}
     _, config = row_configs()[5]
     results: dict[str, Any] = {"stamp": STAMP, "variants": {}}
     for name, (labels_of, model) in VARIANTS.items():
         cfg = {**config, "model": {**config.get("model", {}), **model}}
-        run_stores = {"synthetic": stores[labels_of], "objects": labels / "synthetic-objects",
-                      "composites": labels / "synthetic-objects-ref"}  # fmt: skip
+        run_stores = {**world, "synthetic": stores[labels_of]}
         tag = "ceiling-" + name.replace(", ", "-").replace(" ", "")
         seeds = [run_training(args.out, run_stores, cfg, s, tag) for s in range(args.seeds)]
         results["variants"][name] = seeds

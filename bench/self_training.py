@@ -18,16 +18,13 @@ DIR is a `bench/ablation.py --out` directory (its world and stores are reused; r
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from ablation import row_configs, run_training  # bench/: the script's own folder
 from failure_kinds import SAM
-from label_ceiling import relabelled_copy, train_h_sem
+from label_ceiling import relabelled_copy, train_h_sem, world_args
 
 from pipeline.core.config import jsonable
 from pipeline.core.rle import decode_rle, encode_rle
@@ -36,8 +33,6 @@ from pipeline.scoring.failures import object_truths
 from pipeline.scoring.metrics import mask_iou
 from pipeline.store.reader import LabelStore
 from trainer.inference.predict import load_for_inference, predict_store
-
-log = logging.getLogger("self_training")
 
 
 def label_quality(store: LabelStore, truths: dict[str, Any], min_score: float) -> dict[str, float]:
@@ -54,22 +49,13 @@ def label_quality(store: LabelStore, truths: dict[str, Any], min_score: float) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="a bench/ablation.py --out dir")
-    parser.add_argument("--seeds", type=int, default=2)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    labels = args.out / "labels"
-    if not (labels / "synthetic" / "manifest.json").exists():
-        raise SystemExit(f"{labels / 'synthetic'}: no world here; run bench/ablation.py first")
+    args, stores = world_args(__doc__.splitlines()[0], seeds=2)
     _, config = row_configs()[5]
     min_score = float(config.get("data", {}).get("min_label_score", 0.0))
-    scenes = LabelStore(labels / "synthetic")
+    scenes = LabelStore(stores["synthetic"])
     ids = train_h_sem(scenes)
     truths = object_truths("synthetic", args.out / "data", ids) or {}
     before = label_quality(scenes, truths, min_score)
-    stores = {"synthetic": labels / "synthetic", "objects": labels / "synthetic-objects",
-              "composites": labels / "synthetic-objects-ref"}  # fmt: skip
     results: dict[str, Any] = {"labels": before, "seeds": {}}
     for seed in range(args.seeds):
         first = run_training(args.out, stores, config, seed, "self-gen1")
@@ -78,7 +64,7 @@ def main() -> None:
         model, clip, sam, cfg = load_for_inference(checkpoint, options)
         own = predict_store(model, clip, sam, cfg, scenes, args.out / "data",
                             args.out / "feature_cache", sample_ids=ids)  # fmt: skip
-        copy = labels / f"synthetic-self-seed{seed}"
+        copy = stores["synthetic"].with_name(f"synthetic-self-seed{seed}")
         relabelled_copy(stores["synthetic"], copy,
                         {sid: (encode_rle(m)[0], None) for sid, m in own.items()})  # fmt: skip
         second = run_training(args.out, {**stores, "synthetic": copy}, config, seed, "self-gen2")
