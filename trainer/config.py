@@ -22,6 +22,7 @@ from typing import Any
 from pipeline.core.config import from_section, key_names, read_yaml_mapping, to_dict
 from pipeline.core.errors import ConfigError
 from trainer.data.feature_cache import CacheSpec
+from trainer.data.samples import LabelMinimums
 from trainer.loss.criterion import LossConfig
 from trainer.network.point_generator import PointGeneratorConfig
 
@@ -87,6 +88,12 @@ class DataConfig:
         for key in ("min_label_score", "min_label_relevance"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"{key} {getattr(self, key)}: give a value in [0, 1)")
+
+    @property
+    def label_minimums(self) -> LabelMinimums:
+        """The two minimums as the trainer's data code takes them."""
+        return LabelMinimums(sam_score=self.min_label_score,
+                             relevance_score=self.min_label_relevance)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from trainer.data.feature_cache import CacheSpec, ClipCache, build_clip_cache
 from trainer.data.items import build_target, collate
 from trainer.data.loaders import TrainingData
 from trainer.data.sam_embeddings import SamEmbeddings
-from trainer.data.samples import collect_samples
+from trainer.data.samples import LabelMinimums, collect_samples
 from trainer.loop.curriculum import curriculum_phases
 
 # configs/cpu-small.yaml on the 24-image store, scored on its training scenes (see the test)
@@ -131,10 +131,11 @@ def test_min_label_score_drops_unsure_labels_outside_h_ref() -> None:
     ).append_column("subset", pa.array(["H_sem", "H_ref", "H_ref", "H_ref", "D_sem"]))
     every = ("H_sem", "H_ref", "D_sem")
     assert [s.sample_id for s in collect_samples([store], every)] == ["a", "b", "d"]
-    sure = collect_samples([store], every, min_label_score=0.9)
+    sure = collect_samples([store], every, minimums=LabelMinimums(sam_score=0.9))
     assert [s.sample_id for s in sure] == ["b", "d"]  # a's only label is unsure: no target
     assert len(sure[0].candidates) == 2  # H_ref keeps its whole candidate set for Select
-    assert [s.sample_id for s in collect_samples([store], every, min_label_score=0.96)] == ["b"]
+    surer = collect_samples([store], every, minimums=LabelMinimums(sam_score=0.96))
+    assert [s.sample_id for s in surer] == ["b"]
 
 
 def test_min_label_relevance_drops_labels_far_from_their_map_outside_h_ref() -> None:
@@ -145,13 +146,14 @@ def test_min_label_relevance_drops_labels_far_from_their_map_outside_h_ref() -> 
         pa.array([agreement[s] for s in store._cands.column("sample_id").to_pylist()]),
     ).append_column("subset", pa.array(["H_sem", "H_ref", "H_ref", "H_ref", "D_sem"]))
     every = ("H_sem", "H_ref", "D_sem")
-    near = collect_samples([store], every, min_label_relevance=0.3)
+    near = collect_samples([store], every, minimums=LabelMinimums(relevance_score=0.3))
     assert [s.sample_id for s in near] == ["b", "d"]  # H_ref keeps its pairs for Select
-    got = collect_samples([store], every, min_label_relevance=0.15)
+    got = collect_samples([store], every, minimums=LabelMinimums(relevance_score=0.15))
     assert [s.sample_id for s in got] == ["a", "b", "d"]
     # with the SAM-score filter: a label must pass both
     store._cands = store._cands.append_column("sam_score", pa.array([0.99] * 4 + [0.5]))
-    both = collect_samples([store], every, min_label_score=0.9, min_label_relevance=0.15)
+    floors = LabelMinimums(sam_score=0.9, relevance_score=0.15)
+    both = collect_samples([store], every, minimums=floors)
     assert [s.sample_id for s in both] == ["a", "b"]
 
 

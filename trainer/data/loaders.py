@@ -25,7 +25,7 @@ from trainer.data.dataset import PromptDataset, pass_batch
 from trainer.data.feature_cache import ClipCache
 from trainer.data.sam_embeddings import SamEmbeddings
 from trainer.data.sample_index import SampleIndex
-from trainer.data.samples import collect_samples
+from trainer.data.samples import LabelMinimums, collect_samples
 from trainer.data.target_cache import TargetCache, build_target_cache
 
 
@@ -62,8 +62,7 @@ class TrainingData:
     cache_dir: Path | None = None  # where target caches are built (None: targets from RLEs)
     pin_memory: bool = False  # batches in pinned memory (training on a CUDA device)
     group_by_image: bool = False  # shuffled batches keep an image's expressions together
-    min_label_score: float = 0.0  # labels SAM scored lower are no target (`collect_samples`)
-    min_label_relevance: float = 0.0  # labels agreeing less with their map: no target (same)
+    minimums: LabelMinimums = field(default_factory=LabelMinimums)  # lower labels: no target
     _targets: list[TargetCache] | None = field(default=None, repr=False)
     # (key, samples, loader, batches)
     _last: tuple[Any, ...] | None = field(default=None, repr=False)
@@ -82,8 +81,7 @@ class TrainingData:
         elif "H_ref" in subsets and selections is None:
             subsets = tuple(s for s in subsets if s != "H_ref")
         return collect_samples(
-            self.stores, subsets, self.train_splits, selections,
-            min_label_score=self.min_label_score, min_label_relevance=self.min_label_relevance,
+            self.stores, subsets, self.train_splits, selections, minimums=self.minimums
         )  # fmt: skip
 
     def target_caches(self) -> list[TargetCache] | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +25,27 @@ import pyarrow.compute as pc
 from pipeline.store.reader import LabelStore
 from trainer.data.sample_index import SUBSETS, Candidate, Sample, SampleIndex
 
-__all__ = ["SUBSETS", "Candidate", "Sample", "SampleIndex", "collect_samples", "subset_counts"]
+__all__ = ["SUBSETS", "Candidate", "LabelMinimums", "Sample", "SampleIndex", "collect_samples",
+           "subset_counts"]  # fmt: skip
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelMinimums:
+    """The least a pseudo-label must score to be a training target, per column of the masks
+    stage (0: no minimum; a store without the column is not filtered on it). H_ref pairs keep
+    every candidate whatever it scores: Select matches against the whole set."""
+
+    sam_score: float = 0.0  # SAM's own predicted IoU (data.min_label_score)
+    relevance_score: float = 0.0  # agreement with the map that prompted it (min_label_relevance)
+
+    def active(self) -> list[tuple[str, float]]:
+        """(column, minimum) of every minimum above 0."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) > 0]
+
+    def __str__(self) -> str:
+        return " and ".join(f"{column} ≥ {least}" for column, least in self.active())
 
 
 def collect_samples(
@@ -35,8 +54,7 @@ def collect_samples(
     splits: Collection[str] | None = None,
     selections: Mapping[int, Mapping[str, int]] | None = None,
     require_targets: bool = True,
-    min_label_score: float = 0.0,
-    min_label_relevance: float = 0.0,
+    minimums: LabelMinimums = LabelMinimums(),
 ) -> SampleIndex:
     """The samples of `stores` in `subsets` (and `splits`, all when None), in store order and
     each store's sample order.
@@ -49,10 +67,7 @@ def collect_samples(
             one, that store's H_ref samples are the kept pairs only, c = 1 on the chosen one.
         require_targets: drop samples none of whose candidates has a mask (training); eval keeps
             them (it scores the prediction against ground truth, not the targets).
-        min_label_score: a label SAM scored lower is no target, as a gated one (samples outside
-            H_ref only: an H_ref pair keeps its whole candidate set for Select).
-        min_label_relevance: likewise for a label whose agreement with its relevance map (the
-            masks stage's `relevance_score`) is lower.
+        minimums: a label scoring lower is no target, as a gated one (`LabelMinimums`).
     """
     unknown = set(subsets) - set(SUBSETS)
     if unknown:
@@ -62,13 +77,11 @@ def collect_samples(
         # after a Select round, a store it has no entry for has no kept H_ref pair
         selection = None if selections is None else selections.get(index, {})
         part, skipped = _store_part(
-            index, store, subsets, splits, selection, require_targets,
-            {"sam_score": min_label_score, "relevance_score": min_label_relevance},
-        )  # fmt: skip
+            index, store, subsets, splits, selection, require_targets, minimums
+        )
         parts.append(part)
         if skipped:
-            why = f" SAM scored ≥ {min_label_score}" if min_label_score else ""
-            why += f" agreeing ≥ {min_label_relevance} with its map" if min_label_relevance else ""
+            why = f" with {minimums}" if minimums.active() else ""
             log.info("%s: %d samples skipped, no candidate has a mask%s", store.root, skipped, why)
     return SampleIndex.concat(parts)
 
@@ -80,7 +93,7 @@ def _store_part(
     splits: Collection[str] | None,
     selection: Mapping[str, int] | None,
     require_targets: bool,
-    minimums: Mapping[str, float] | None = None,
+    minimums: LabelMinimums = LabelMinimums(),
 ) -> tuple[SampleIndex, int]:
     """One store's columns (`collect_samples`) and the count of samples skipped for no mask."""
     samples = store.samples()
@@ -96,14 +109,14 @@ def _store_part(
 
     names = store.candidates().column_names
     wanted = ("sample_id", "cand_idx", "mask_rle", "points", "referent", "subset",
-              *(minimums or {}))  # fmt: skip
+              *(f.name for f in fields(minimums)))  # fmt: skip
     cands = store.candidates().select([c for c in wanted if c in names])
     if "mask_rle" not in names:  # no masks stage: no candidate is a target
         cands = cands.slice(0, 0).append_column("mask_rle", pa.array([], pa.string()))
     # rejected by a quality gate (no mask): no target
     has_mask = pc.fill_null(pc.greater(pc.utf8_length(cands.column("mask_rle")), 0), False)
-    for column, least in (minimums or {}).items():  # too unsure: no target
-        if least > 0 and column in cands.column_names:
+    for column, least in minimums.active():  # too unsure: no target
+        if column in cands.column_names:
             sure = pc.greater_equal(cands.column(column), least)
             sure = pc.or_(sure, pc.equal(cands.column("subset"), "H_ref"))
             has_mask = pc.and_(has_mask, pc.fill_null(sure, False))

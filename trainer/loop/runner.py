@@ -149,8 +149,7 @@ def prepare_data(
         cache_dir=Path(cache_dir),  # the target caches sit beside the CLIP caches
         pin_memory=torch.device(clip.device).type == "cuda",
         group_by_image=cfg.data.group_by_image,
-        min_label_score=cfg.data.min_label_score,
-        min_label_relevance=cfg.data.min_label_relevance,
+        minimums=cfg.data.label_minimums,
     )
 
 
