@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from ablation import row_configs, run_training  # bench/: the script's own folder
+from label_signals import h_sem_samples
 
 from pipeline.core.config import jsonable
 from pipeline.scoring.failures import object_truths
@@ -59,21 +59,12 @@ def truth_store(out: Path) -> Path:
     src, dst = out / "labels" / "synthetic", out / "labels" / "synthetic-truth"
     if (dst / "manifest.json").exists() and _unmasked(dst) == _unmasked(src):
         return dst  # a copy of this very store (a rebuilt world's store is copied again)
-    truths = object_truths("synthetic", out / "data", train_h_sem(LabelStore(src)))
+    truths = object_truths("synthetic", out / "data", h_sem_samples(LabelStore(src), "train"))
     if not truths:
         raise SystemExit(f"{src}: no train-split H_sem sample with ground truth")
     relabelled_copy(src, dst, {sid: (t[2], 1.0) for sid, t in truths.items()})
     log.info("%d H_sem train labels replaced by ground truth in %s", len(truths), dst)
     return dst
-
-
-def train_h_sem(store: LabelStore) -> set[str]:
-    """The sample_ids of a store's train-split H_sem samples."""
-    samples = store.samples().select(["sample_id", "split"])
-    train = set(samples.filter(pc.equal(samples["split"], "train"))["sample_id"].to_pylist())
-    split = store.candidates().select(["sample_id", "subset"])
-    h_sem = set(split.filter(pc.equal(split["subset"], "H_sem"))["sample_id"].to_pylist())
-    return train & h_sem
 
 
 def relabelled_copy(src: Path, dst: Path, labels: dict[str, tuple[str, float | None]]) -> None:

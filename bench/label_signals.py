@@ -20,14 +20,16 @@ DIR is a `bench/ablation.py --out` directory (its world and scene store are read
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 from scipy import ndimage
 
 from pipeline.core.rle import decode_rle
 from pipeline.labelling.grid import mask_to_grid
-from pipeline.scoring.failures import object_truths
+from pipeline.scoring.failures import ObjectTruths, object_truths
 from pipeline.scoring.metrics import mask_iou
 from pipeline.store.reader import LabelStore
 
@@ -53,16 +55,38 @@ def map_shape(relevance: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     return float(mass.max() / max(mass.sum(), 1e-12)), share
 
 
+def h_sem_samples(store: LabelStore, split: str) -> set[str]:
+    """The sample_ids of a store's H_sem samples of `split`."""
+    samples = store.samples().select(["sample_id", "split"])
+    in_split = pc.equal(samples["split"], split)
+    wanted = set(samples.filter(in_split)["sample_id"].to_pylist())
+    subsets = store.candidates().select(["sample_id", "subset"])
+    h_sem = set(subsets.filter(pc.equal(subsets["subset"], "H_sem"))["sample_id"].to_pylist())
+    return wanted & h_sem
+
+
+def kept_labels(store: LabelStore, sample_ids: Collection[str], min_score: float) -> list[dict]:
+    """The label (candidate 0) of each of `sample_ids` that the trainer keeps as a target: it
+    has a mask and SAM scored it ≥ `min_score` (`data.min_label_score`)."""
+    return [
+        c
+        for c in store.candidates().to_pylist()
+        if c["sample_id"] in sample_ids and c["cand_idx"] == 0 and c["mask_rle"]
+        and (c["sam_score"] or 0.0) >= min_score
+    ]  # fmt: skip
+
+
+def label_and_truth(label: dict, truths: ObjectTruths) -> tuple[np.ndarray, float]:
+    """A label's (H, W) mask and its IoU with its sample's referent (`object_truths`)."""
+    h, w, referent, _ = truths[label["sample_id"]]
+    mask = decode_rle(label["mask_rle"], h, w)
+    return mask, mask_iou(mask, decode_rle(referent, h, w))
+
+
 def label_rows(out: Path, split: str, min_score: float) -> tuple[np.ndarray, np.ndarray]:
     """(n, 4) signals of every kept label, in SIGNALS order, and (n,) its IoU with the truth."""
     store = LabelStore(out / "labels" / "synthetic")
-    samples = {s["sample_id"]: s for s in store.samples().to_pylist()}
-    labels = [
-        c
-        for c in store.candidates().to_pylist()
-        if c["subset"] == "H_sem" and c["referent"] == 1 and c["mask_rle"]
-        and samples[c["sample_id"]]["split"] == split and (c["sam_score"] or 0.0) >= min_score
-    ]  # fmt: skip
+    labels = kept_labels(store, h_sem_samples(store, split), min_score)
     truths = object_truths("synthetic", out / "data", {c["sample_id"] for c in labels})
     if not truths:
         raise SystemExit(f"{out}: no {split}-split H_sem label with ground truth")
@@ -70,10 +94,9 @@ def label_rows(out: Path, split: str, min_score: float) -> tuple[np.ndarray, np.
     maps = store.phrase_relevance([c["sample_id"] for c in labels], 1)[:, 0]  # H_sem: one phrase
     signals, ious = [], []
     for c, relevance in zip(labels, maps, strict=True):
-        h, w, referent, _ = truths[c["sample_id"]]
-        mask = decode_rle(c["mask_rle"], h, w)
+        mask, iou = label_and_truth(c, truths)
         signals.append([c["sam_score"], c["relevance_score"], *map_shape(relevance, mask)])
-        ious.append(mask_iou(mask, decode_rle(referent, h, w)))
+        ious.append(iou)
     return np.asarray(signals, np.float64), np.asarray(ious)
 
 

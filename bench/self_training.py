@@ -4,8 +4,9 @@
 
 A diagnostic (never part of a row): does the point generator label its training scenes better
 than CLIP + SAM did, and does a second generation trained on those labels do better? For each
-optim seed s, row 5 (configs/ablation/row05.yaml) is trained on DIR's stores (the generation
-`bench/ablation.py` trains, reused when its run is complete), predicts a mask for every
+optim seed s, row 5 (configs/ablation/row05.yaml) is trained on DIR's stores in
+DIR/runs/self-gen1-seed<s> (its own run, not the table's: resumed, or only scored again, when
+complete), predicts a mask for every
 train-split H_sem sample (its points → SAM, with the maps, as at evaluation), and these replace
 the H_sem labels in a copy of the scene store, DIR/labels/synthetic-self-seed<s> (the SAM scores
 stay the old labels', so `data.min_label_score` keeps the same samples). Row 5 is then trained
@@ -24,28 +25,24 @@ from typing import Any
 import numpy as np
 from ablation import row_configs, run_training  # bench/: the script's own folder
 from failure_kinds import SAM
-from label_ceiling import relabelled_copy, train_h_sem, world_args
+from label_ceiling import relabelled_copy, world_args
+from label_signals import h_sem_samples, kept_labels, label_and_truth
 
 from pipeline.core.config import jsonable
-from pipeline.core.rle import decode_rle, encode_rle
+from pipeline.core.rle import encode_rle
 from pipeline.models.options import ModelOptions
-from pipeline.scoring.failures import object_truths
-from pipeline.scoring.metrics import mask_iou
+from pipeline.scoring.failures import ObjectTruths, object_truths
 from pipeline.store.reader import LabelStore
 from trainer.inference.predict import load_for_inference, predict_store
 
 
-def label_quality(store: LabelStore, truths: dict[str, Any], min_score: float) -> dict[str, float]:
+def label_quality(store: LabelStore, truths: ObjectTruths, min_score: float) -> dict[str, float]:
     """Hit rate and mIoU (%) of the train H_sem labels the trainer keeps, against the truth."""
-    ious = [
-        mask_iou(decode_rle(c["mask_rle"], h, w), decode_rle(referent, h, w))
-        for c in store.candidates().to_pylist()
-        if c["sample_id"] in truths and c["cand_idx"] == 0 and c["mask_rle"]
-        and (c["sam_score"] or 0.0) >= min_score
-        for h, w, referent, _ in [truths[c["sample_id"]]]
-    ]  # fmt: skip
-    return {"hit": 100 * float(np.mean(np.asarray(ious) >= 0.5)),
-            "mIoU": 100 * float(np.mean(ious)), "n": len(ious)}  # fmt: skip
+    ious = np.asarray(
+        [label_and_truth(c, truths)[1] for c in kept_labels(store, truths, min_score)]
+    )
+    return {"hit": 100 * float(np.mean(ious >= 0.5)), "mIoU": 100 * float(np.mean(ious)),
+            "n": len(ious)}  # fmt: skip
 
 
 def main() -> None:
@@ -53,7 +50,7 @@ def main() -> None:
     _, config = row_configs()[5]
     min_score = float(config.get("data", {}).get("min_label_score", 0.0))
     scenes = LabelStore(stores["synthetic"])
-    ids = train_h_sem(scenes)
+    ids = h_sem_samples(scenes, "train")
     truths = object_truths("synthetic", args.out / "data", ids) or {}
     before = label_quality(scenes, truths, min_score)
     results: dict[str, Any] = {"labels": before, "seeds": {}}
