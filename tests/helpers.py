@@ -121,7 +121,12 @@ def assert_words_match_geometry(comp: Composite, margin: float) -> None:
     spec, ref = comp.expression_spec, comp.referent_index
     (rx, ry), nouns = centres[ref], [class_noun(o.class_name) for o in comp.objects]
     assert nouns[ref] == spec.subject
+    assert spec.subject_colour in (None, comp.objects[ref].colour)
     others = [i for i in range(len(centres)) if i != ref]
+
+    def named(i: int) -> bool:  # the subject's noun phrase, colour word included, fits object i
+        return nouns[i] == spec.subject and spec.subject_colour in (None, comp.objects[i].colour)
+
     if spec.relation in ABSOLUTE:
         side = {
             "left": lambda x, y, s: x < 0.5 + s,
@@ -129,12 +134,12 @@ def assert_words_match_geometry(comp: Composite, margin: float) -> None:
             "top": lambda x, y, s: y < 0.5 + s,
             "bottom": lambda x, y, s: y > 0.5 - s,
         }
-        words = spec.relation.split()
+        words = [] if spec.relation == "plain" else spec.relation.split()
         assert all(side[wd](rx, ry, -margin) for wd in words)
         for i in others:
-            if nouns[i] == spec.subject:
+            if named(i):  # "plain" (no words): no other object may share the noun phrase
                 assert not all(side[wd](*centres[i], margin) for wd in words)
-        if len(comp.objects) == 2:  # 1x2 / 2x1: the referent is beyond the other object
+        if len(comp.objects) == 2 and words:  # 1x2 / 2x1: the referent is beyond the other
             ox, oy = centres[others[0]]
             assert {"left": rx < ox, "right": rx > ox, "top": ry < oy, "bottom": ry > oy}[words[0]]
         return

@@ -171,7 +171,7 @@ class CompositeDataset:
             ObjectTruth(
                 ann_id=i,
                 shape=obj["phrase"],
-                colour="",  # composite expressions name no colour
+                colour="",  # not recorded: a colour word is read from pixels (composites.colour)
                 part_colour=None,
                 mask=decode_rle(obj["mask_rle"], h, w),
                 part_mask=None,

@@ -1,10 +1,14 @@
-"""bench/ablation.py end to end on a tiny world: rows 1 and 5, one seed; cached rows resume;
-bench/label_ceiling.py's ground-truth copy of the world's scene store.
+"""bench/ablation.py end to end on a small world: rows 1 and 5, one seed, and row 5 beats row 1
+by a clear margin; cached rows resume; bench/label_ceiling.py's ground-truth copy of the world's
+scene store.
 
-What this asserts is the table's machinery (a world built from its seed, a baseline row and a
-trained row scored on the held-out split, the outputs, the cache and its recipe check). It does
-not assert that row 5 beats row 1: on the full world it does by a few mIoU, not the 15 the issue
-asks for (README, "The evaluation world"), and a tiny world cannot show more.
+The world is configs/world-params.yaml at a small size (world seed 3: 40 scenes, 102 held-out test
+sentences, 12 object-centric images, 12 composites) and row 5 trains a shorter curriculum (13
+epochs). Measured with this code (one seed): row 1 24.3 mIoU, row 5 29.8 (+5.5); world seed 4: row
+1 33.8, row 5 40.7 (+6.9). The assertion asks for +3 (MARGIN): the full table's margin is about +6
+on the ablation world (README, "The evaluation world"), and this world is small enough to build and
+train in the suite, so the margin here is an early warning that the method stopped beating CLIP +
+SAM, not a measurement of how much it does.
 """
 
 from __future__ import annotations
@@ -24,20 +28,20 @@ from pipeline.store.reader import LabelStore
 from pipeline.store.validate import verify_store
 from tests.helpers import REPO
 
+MARGIN = 3.0  # row 5's mIoU over row 1's, at least (the module docstring says why)
 
-def _schedule(path: Path, semantic_epochs: int = 1) -> None:
-    """A tiny model and one epoch per phase, merged over every row's config."""
+
+def _schedule(path: Path, semantic_epochs: int = 4) -> None:
+    """A shorter curriculum (13 epochs, one refinement round), merged over every row's config."""
     path.write_text(
         yaml.safe_dump(
             {
-                "clip": {"input_size": 112},
-                "model": {"hidden_dim": 32, "ffn_dim": 64, "stage_indices": [1, 3]},
                 "curriculum": {
                     "semantic_epochs": semantic_epochs,
-                    "ris_epochs_before_select": 1,
-                    "ris_epochs": 1,
+                    "ris_epochs_before_select": 3,
+                    "ris_epochs": 3,
                     "refinement_rounds": 1,
-                    "refinement_epochs": 1,
+                    "refinement_epochs": 2,
                 },
             }
         )
@@ -45,10 +49,10 @@ def _schedule(path: Path, semantic_epochs: int = 1) -> None:
 
 
 def _params(path: Path) -> None:
-    """configs/world-params.yaml, tiny: 8 scenes, 4 object-centric images, 4 composites."""
+    """configs/world-params.yaml, small: 40 scenes, 12 object-centric images, 12 composites."""
     params = yaml.safe_load((REPO / "configs" / "world-params.yaml").read_text())
-    params["synthetic"].update(n_images=8, n_object_images=4)
-    params["augment"].update(n_mosaic=2, n_fusion=2)
+    params["synthetic"].update(n_images=40, n_object_images=12)
+    params["augment"].update(n_mosaic=6, n_fusion=6)
     path.write_text(yaml.safe_dump(params))
 
 
@@ -59,7 +63,7 @@ def _ablation(out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
 
 
-def test_rows_1_and_5_on_a_tiny_world_and_resume(tmp_path: Path) -> None:
+def test_row_5_beats_row_1_on_a_small_world_and_resumes(tmp_path: Path) -> None:
     _schedule(tmp_path / "schedule.yaml")
     _params(tmp_path / "params.yaml")
     out = tmp_path / "abl"
@@ -71,6 +75,9 @@ def test_rows_1_and_5_on_a_tiny_world_and_resume(tmp_path: Path) -> None:
         assert row["n"]["mean"] > 0 and 0.0 <= row["mIoU"]["mean"] <= 100.0
         assert len(row["mIoU"]["per_seed"]) == 1
     assert table["5"]["seeds"]["0"]["select"], "row 5 runs Select on the scenes' H_ref"
+    assert table["1"]["n"]["mean"] == table["5"]["n"]["mean"] >= 100  # the same test sentences
+    row1, row5 = table["1"]["mIoU"]["mean"], table["5"]["mIoU"]["mean"]
+    assert row5 - row1 >= MARGIN, f"row 5 {row5:.1f} vs row 1 {row1:.1f} mIoU"
     for row in table.values():  # what each miss hit: every test sample classed, hits = P@0.5
         failures = row["seeds"]["0"]["failures"]
         assert failures["n"] == row["n"]["mean"]
@@ -93,7 +100,7 @@ def test_rows_1_and_5_on_a_tiny_world_and_resume(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")} == cached
     assert json.loads((out / "ablation.json").read_text()) == table
-    _schedule(tmp_path / "schedule.yaml", semantic_epochs=2)  # row 5's cache no longer counts
+    _schedule(tmp_path / "schedule.yaml", semantic_epochs=5)  # row 5's cache no longer counts
     report = _ablation(out, "--report")
     assert report.returncode == 0, report.stderr
     assert "row 5 seed 0: cached for another config; left out" in report.stderr

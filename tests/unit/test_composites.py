@@ -161,11 +161,51 @@ def test_satisfies_counts_near_middle_objects_as_ambiguous() -> None:
     assert centre(left)[0] < 0.5
 
 
+def solid_source(sample_id: str, rgb: tuple[int, int, int], name: str) -> SourceObject:
+    """An ellipse of one colour on uniform noise, 96 x 96."""
+    rng = np.random.default_rng(len(sample_id))
+    mask = ellipse_mask(96, 96, 0.5, 0.5, 0.35, 0.3)
+    image = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    image[mask] = rgb
+    return make_source(sample_id, image, mask, name)
+
+
+def test_colour_words_tell_same_class_tiles_apart() -> None:
+    red, blue = solid_source("a", (210, 30, 40), "cat"), solid_source("bb", (30, 60, 210), "cat")
+    plain = CompositeConfig(out_size=128)
+    coloured = CompositeConfig(out_size=128, colour_words=True)
+    seen = set()
+    for seed in range(12):
+        comp = make_mosaic([red, blue], "1x2", coloured, np.random.default_rng(seed), 0)
+        assert comp is not None
+        assert [o.colour for o in comp.objects] == ["red", "blue"]
+        assert comp.expression in ("the red cat on the left", "the red cat")
+        check_labels(comp, coloured.position_margin)
+        assert_words_match_geometry(comp, coloured.position_margin)
+        seen.add(comp.expression)
+    assert seen == {"the red cat on the left", "the red cat"}  # both options are drawn
+    comp = make_mosaic([red, blue], "1x2", plain, np.random.default_rng(0), 0)
+    assert comp is not None and comp.expression == "the cat on the left"
+    assert [o.colour for o in comp.objects] == [None, None]
+    # two red cats: the colour does not tell them apart, so no "plain" expression
+    twin = solid_source("ccc", (220, 40, 30), "cat")
+    for seed in range(6):
+        comp = make_mosaic([red, twin], "1x2", coloured, np.random.default_rng(seed), 1)
+        assert comp is not None and comp.expression == "the red cat on the right"
+    fusion = make_fusion(blue, red, coloured, np.random.default_rng(0), "center", 0.4, 1)
+    assert fusion is not None
+    assert fusion.expression in ("the red cat in front of the blue cat",)
+    check_labels(fusion, coloured.relation_margin)
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1))
 def test_expressions_agree_with_geometry(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    cfg = CompositeConfig(out_size=(int(rng.integers(96, 200)), int(rng.integers(96, 200))))
+    cfg = CompositeConfig(
+        out_size=(int(rng.integers(96, 200)), int(rng.integers(96, 200))),
+        colour_words=bool(seed % 2),  # odd seeds: colour words (random colours, some unnamed)
+    )
     grid = list(GRIDS)[seed % 3]
     srcs = sources(seed, 4)
     mosaic = make_mosaic(srcs[: GRIDS[grid][0] * GRIDS[grid][1]], grid, cfg, rng)

@@ -44,6 +44,8 @@ class CompositeConfig:
     seed: int = 0  # seeds the plan; each composite gets its own seed from it
     n_mosaic: int = 1000  # Mosaic composites to plan
     n_fusion: int = 1000  # fusion composites to plan
+    colour_words: bool = False  # name each object's colour read from its pixels (see colour.py)
+    colour_min_share: float = 0.6  # ... when this share of its mask's pixels agree on one term
 
     def __post_init__(self) -> None:
         if isinstance(self.out_size, int):
@@ -58,6 +60,8 @@ class CompositeConfig:
         low, high = self.fusion_scale
         if not 0 < low <= high < 1:
             raise ValueError(f"fusion_scale {self.fusion_scale!r}: need 0 < low <= high < 1")
+        if not 0.0 < self.colour_min_share <= 1.0:
+            raise ValueError(f"colour_min_share {self.colour_min_share}: give a share in (0, 1]")
         if self.n_mosaic < 0 or self.n_fusion < 0:
             raise ValueError("n_mosaic and n_fusion must be non-negative")
 

@@ -31,6 +31,7 @@ from PIL import Image
 
 from pipeline.core.rle import decode_rle, encode_rle
 from pipeline.data.imagenet import class_noun
+from pipeline.labelling.composites.colour import colour_term
 from pipeline.labelling.composites.plan import GRIDS, PLACEMENTS, CompositeConfig, CompositeSpec
 from pipeline.labelling.composites.text import (
     ExpressionSpec,
@@ -68,6 +69,7 @@ class CompositeObject:
     points: tuple[Point, ...]  # normalised by the composite's W, H; label = mask at the point
     paste_box: Box  # where the source image was pasted, xywh
     referent: int = 0  # c: 1 for the object the expression denotes
+    colour: str | None = None  # its colour word (cfg.colour_words), None: named by class alone
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,19 @@ def transform_points(points: Sequence[Point], box: Box, mask: np.ndarray) -> tup
     return tuple(out)
 
 
+def source_colour(src: SourceObject, cfg: CompositeConfig) -> str | None:
+    """The source's colour word when cfg.colour_words (read from its pixels), else None."""
+    if not cfg.colour_words:
+        return None
+    mask = decode(src.mask_rle, src.image.shape[:2])
+    return colour_term(src.image, mask, cfg.colour_min_share)
+
+
 def _assemble(
     kind: str,
     canvas: np.ndarray,
     placed: list[tuple[SourceObject, np.ndarray, Box]],
+    colours: list[str | None],
     referent: int,
     options: list[ExpressionSpec],
     margin: float,
@@ -154,7 +165,7 @@ def _assemble(
     """Encode the placed objects, pick an unambiguous expression, mark the referent."""
     hw = canvas.shape[:2]
     objects = []
-    for src, mask, box in placed:
+    for (src, mask, box), colour in zip(placed, colours, strict=True):
         if mask.sum() < cfg.min_mask_pixels:
             log.debug(
                 "%s: %s's mask is under %d px; skipped", kind, src.sample_id, cfg.min_mask_pixels
@@ -163,7 +174,9 @@ def _assemble(
         counts, bbox = encode_rle(mask)
         points = transform_points(src.points, box, mask)
         objects.append(
-            CompositeObject(src.sample_id, src.class_name, counts, hw, bbox, points, box)
+            CompositeObject(
+                src.sample_id, src.class_name, counts, hw, bbox, points, box, colour=colour
+            )
         )
     spec = choose_expression(options, objects, referent, margin, rng)
     if spec is None:
@@ -195,12 +208,16 @@ def make_mosaic(
         box = letterbox(src.image.shape[:2], tile)
         placed.append((src, paste(src, box, canvas), box))
     row, col = divmod(referent, cols)
+    colours = [source_colour(src, cfg) for src in objects]
     options = absolute_options(
         class_noun(objects[referent].class_name),
         row if rows > 1 else None,
         col if cols > 1 else None,
+        colours[referent],
     )
-    return _assemble("mosaic", canvas, placed, referent, options, cfg.position_margin, cfg, rng)
+    return _assemble(
+        "mosaic", canvas, placed, colours, referent, options, cfg.position_margin, cfg, rng
+    )
 
 
 def inset_box(
@@ -252,8 +269,16 @@ def make_fusion(
         return None
     placed = [(host, host_mask, host_box), (inset, inset_mask, box)]
     subject, anchor = placed[referent][0], placed[1 - referent][0]
-    options = relative_options(class_noun(subject.class_name), class_noun(anchor.class_name))
-    return _assemble("fusion", canvas, placed, referent, options, cfg.relation_margin, cfg, rng)
+    colours = [source_colour(host, cfg), source_colour(inset, cfg)]
+    options = relative_options(
+        class_noun(subject.class_name),
+        class_noun(anchor.class_name),
+        colours[referent],
+        colours[1 - referent],
+    )
+    return _assemble(
+        "fusion", canvas, placed, colours, referent, options, cfg.relation_margin, cfg, rng
+    )
 
 
 def render_composite(

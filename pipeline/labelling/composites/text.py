@@ -8,6 +8,11 @@ loosely (the lenient reading). The two readings differ by a margin on each side 
 an object whose centre sits near the middle of the composite (or next to the anchor's centre) can
 neither be called "on the left" nor make another object's "on the left" ambiguous.
 
+Colour (`CompositeConfig.colour_words`): the subject and anchor may carry their colour word, read
+from their pixels (`composites.colour`); a coloured noun denotes only the objects of its class
+that carry that word. "plain" ("the red dog") names the referent by its noun phrase alone, for a
+colour that no other object of its class shares.
+
 Geometry: an object's position is its mask box centre, normalised by the composite's width and
 height, with y growing downwards. "in front of" / "behind" mean box containment: in a fusion the
 inset is always pasted over the host, so an inset box inside the host's box is in front of it.
@@ -25,6 +30,7 @@ from pipeline.data.imagenet import class_noun
 
 # Absolute position (Mosaic): the referent's place in the composite, one word per grid axis.
 ABSOLUTE: dict[str, str] = {
+    "plain": "the {subject}",  # colour words only: no position, the noun phrase is unique
     "left": "the {subject} on the left",
     "right": "the {subject} on the right",
     "top": "the {subject} at the top",
@@ -50,6 +56,7 @@ class Located(Protocol):
     """What the predicates read of an object (`composites.render.CompositeObject` has it)."""
 
     class_name: str
+    colour: str | None  # its colour word (composites.colour), None: not named by colour
     bbox: tuple[float, float, float, float]  # xywh, pixels
     size: tuple[int, int]  # (H, W) of the composite
 
@@ -61,6 +68,8 @@ class ExpressionSpec:
     relation: str  # an ABSOLUTE or RELATIVE key
     subject: str  # the referent's class noun
     anchor: str | None = None  # the other object's class noun (RELATIVE only)
+    subject_colour: str | None = None  # the referent's colour word, named before its noun
+    anchor_colour: str | None = None  # the anchor's colour word (RELATIVE only)
 
     def __post_init__(self) -> None:
         if self.relation in ABSOLUTE and self.anchor is not None:
@@ -74,7 +83,19 @@ class ExpressionSpec:
     def text(self) -> str:
         """The expression as written into the label store."""
         template = ABSOLUTE.get(self.relation) or RELATIVE[self.relation]
-        return template.format(subject=self.subject, anchor=self.anchor)
+        return template.format(
+            subject=_phrase(self.subject, self.subject_colour),
+            anchor=_phrase(self.anchor, self.anchor_colour),
+        )
+
+
+def _phrase(noun: str | None, colour: str | None) -> str | None:
+    return f"{colour} {noun}" if colour and noun else noun
+
+
+def _named(obj: Located, noun: str, colour: str | None, nouns: str) -> bool:
+    """Does the (colour) noun phrase describe the object whose class noun is `nouns`?"""
+    return nouns == noun and colour in (None, obj.colour)
 
 
 def centre(obj: Located) -> tuple[float, float]:
@@ -86,6 +107,8 @@ def centre(obj: Located) -> tuple[float, float]:
 
 def _absolute(obj: Located, relation: str, slack: float) -> bool:
     # slack < 0 asks for a clear side (strict), slack > 0 admits near-middle objects (lenient).
+    if relation == "plain":
+        return True
     cx, cy = centre(obj)
     sides = {
         "left": cx < 0.5 + slack,
@@ -134,7 +157,7 @@ def satisfies(
     nouns = [class_noun(o.class_name) for o in objects]
     hits = []
     for i, obj in enumerate(objects):
-        if nouns[i] != spec.subject:
+        if not _named(obj, spec.subject, spec.subject_colour, nouns[i]):
             continue
         if spec.relation in ABSOLUTE:
             ok = _absolute(obj, spec.relation, slack)
@@ -142,7 +165,7 @@ def satisfies(
             ok = any(
                 _relative(obj, other, spec.relation, slack)
                 for j, other in enumerate(objects)
-                if j != i and nouns[j] == spec.anchor
+                if j != i and _named(other, spec.anchor or "", spec.anchor_colour, nouns[j])
             )
         if ok:
             hits.append(i)
@@ -172,20 +195,30 @@ def choose_expression(
     return valid[int(rng.integers(len(valid)))]
 
 
-def absolute_options(subject: str, row: int | None, col: int | None) -> list[ExpressionSpec]:
+def absolute_options(
+    subject: str, row: int | None, col: int | None, colour: str | None = None
+) -> list[ExpressionSpec]:
     """Position words for a grid tile; row/col are 0/1 on a split axis, None on an unsplit one.
 
     A 2x2 tile gets "top", "left" and "top left": the coarse words are kept because they are
-    unambiguous whenever the other row (column) has no object of the same class.
+    unambiguous whenever the other row (column) has no object of the same class. With a colour
+    word every option names it, and "plain" ("the red dog") is one more.
     """
     vertical = None if row is None else ("top", "bottom")[row]
     horizontal = None if col is None else ("left", "right")[col]
     words = [w for w in (vertical, horizontal) if w is not None]
     if len(words) == 2:
         words.append(f"{vertical} {horizontal}")
-    return [ExpressionSpec(word, subject) for word in words]
+    if colour is not None:
+        words.append("plain")
+    return [ExpressionSpec(word, subject, subject_colour=colour) for word in words]
 
 
-def relative_options(subject: str, anchor: str) -> list[ExpressionSpec]:
+def relative_options(
+    subject: str,
+    anchor: str,
+    subject_colour: str | None = None,
+    anchor_colour: str | None = None,
+) -> list[ExpressionSpec]:
     """Every relative relation of the referent to one anchor; geometry filters them later."""
-    return [ExpressionSpec(rel, subject, anchor) for rel in RELATIVE]
+    return [ExpressionSpec(rel, subject, anchor, subject_colour, anchor_colour) for rel in RELATIVE]
