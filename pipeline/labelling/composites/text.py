@@ -93,9 +93,9 @@ def _phrase(noun: str | None, colour: str | None) -> str | None:
     return f"{colour} {noun}" if colour and noun else noun
 
 
-def _named(obj: Located, noun: str, colour: str | None, nouns: str) -> bool:
-    """Does the (colour) noun phrase describe the object whose class noun is `nouns`?"""
-    return nouns == noun and colour in (None, obj.colour)
+def _named(obj: Located, obj_noun: str, noun: str, colour: str | None) -> bool:
+    """Does the noun phrase (`colour` `noun`) describe `obj`, whose class noun is `obj_noun`?"""
+    return obj_noun == noun and colour in (None, obj.colour)
 
 
 def centre(obj: Located) -> tuple[float, float]:
@@ -157,7 +157,7 @@ def satisfies(
     nouns = [class_noun(o.class_name) for o in objects]
     hits = []
     for i, obj in enumerate(objects):
-        if not _named(obj, spec.subject, spec.subject_colour, nouns[i]):
+        if not _named(obj, nouns[i], spec.subject, spec.subject_colour):
             continue
         if spec.relation in ABSOLUTE:
             ok = _absolute(obj, spec.relation, slack)
@@ -165,7 +165,7 @@ def satisfies(
             ok = any(
                 _relative(obj, other, spec.relation, slack)
                 for j, other in enumerate(objects)
-                if j != i and _named(other, spec.anchor or "", spec.anchor_colour, nouns[j])
+                if j != i and _named(other, nouns[j], spec.anchor or "", spec.anchor_colour)
             )
         if ok:
             hits.append(i)
