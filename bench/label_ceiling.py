@@ -27,6 +27,7 @@ import json
 import logging
 import shutil
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +102,17 @@ def _line(name: str, miou: float, oiou: float, hit: float, other: float, seeds: 
     return f"| {name} | {miou:.1f} | {oiou:.1f} | {hit:.1f} | {other:.1f} | {seeds} |"
 
 
-def world_args(description: str, seeds: int) -> tuple[argparse.Namespace, dict[str, Path]]:
-    """The arguments of a script run on a `bench/ablation.py --out` DIR (--out, --seeds) and
-    DIR's stores by role (synthetic, objects, composites); exits when DIR holds no world."""
+def world_args(
+    description: str, seeds: int, options: Callable[[argparse.ArgumentParser], None] | None = None
+) -> tuple[argparse.Namespace, dict[str, Path]]:
+    """The arguments of a script run on a `bench/ablation.py --out` DIR (--out, --seeds, and any
+    `options` adds) and DIR's stores by role (synthetic, objects, composites); exits when DIR
+    holds no world."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, required=True, help="a bench/ablation.py --out dir")
     parser.add_argument("--seeds", type=int, default=seeds)
+    if options is not None:
+        options(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     labels = args.out / "labels"

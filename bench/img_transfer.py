@@ -1,0 +1,105 @@
+"""Does what the generator learns on the object-centric data reach the scenes?
+
+    .venv/bin/python bench/img_transfer.py --out DIR [--seeds 1] [--long-epochs 40]
+
+A diagnostic, never a result. Row 5's config (configs/ablation/row05.yaml) is trained on the
+object-centric data alone (`curriculum.exclude_subsets: [H_sem, H_ref]`: D_sem, then D_sem and
+D_ref) and shown no relevance map (`model.relevance_input` off, as label_ceiling's "no maps"), so
+whatever it finds it finds from the words and the image. It is scored like every row on the
+scenes' held-out test split, and on its own training samples of D_ref and D_sem against their
+transferred and ground-truth masks: that is fit, not generalisation (the world holds no held-out
+composites). Beside each, an untrained generator of the same config (torch seed 0). Variants:
+
+    row schedule   row 5's epochs (D_ref trains in its two RIS phases, 14 epochs)
+    long           one phase of --long-epochs epochs over D_sem and D_ref
+
+DIR is a `bench/ablation.py --out` directory (run that first; with `augment.colour_words` in its
+params the composites name colours). Writes DIR/img-transfer.json and DIR/img-transfer.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from ablation import SIM, row_configs, run_training  # bench/: the script's own folder
+from label_ceiling import NO_MAPS, world_args
+
+from pipeline.core.config import jsonable
+from pipeline.store.reader import LabelStore
+from trainer.inference.predict import load_for_inference
+from trainer.loop.engine import evaluate, reference_masks
+from trainer.loop.runner import eval_loader, ground_truths, prepare_data
+from trainer.network.prompt_model import build_model
+
+STAMP = "diagnostic: trained on the object-centric data alone, no maps (not a result)"
+IMG_ONLY = {"exclude_subsets": ["H_sem", "H_ref"]}
+log = logging.getLogger("img_transfer")
+
+
+def own_fit(out: Path, world: dict[str, Path], run: Path) -> dict[str, dict[str, float]]:
+    """mIoU of the run's model, and of an untrained one, on D_ref's and D_sem's train samples."""
+    model, clip, sam, cfg = load_for_inference(run / "last.pt", SIM)
+    torch.manual_seed(0)
+    untrained = build_model(cfg.model, clip, sam).eval()
+    sets = {"D_ref": (world["composites"], world["objects"]), "D_sem": (world["objects"],
+            out / "data")}  # fmt: skip
+    fit = {}
+    for name, (store, root) in sets.items():
+        stores = [LabelStore(store)]
+        data = prepare_data(stores, [root], clip, sam, cfg, out / "feature_cache")
+        loader, samples = eval_loader(data, ["train"], 16)
+        refs = reference_masks(samples, ground_truths(stores, [root]))
+        cpu = torch.device("cpu")
+        fit[name] = {"trained": evaluate(model, loader, sam, refs, cpu)["mIoU"],
+                     "untrained": evaluate(untrained, loader, sam, refs, cpu)["mIoU"],
+                     "n": len(samples)}  # fmt: skip
+        log.info("%s: own %s samples %s", run.name, name, fit[name])
+    return fit
+
+
+def main() -> None:
+    def options(parser: Any) -> None:
+        parser.add_argument("--long-epochs", type=int, default=40,
+                            help="the long variant's epochs over D_sem + D_ref")  # fmt: skip
+
+    args, world = world_args(__doc__.splitlines()[0], seeds=1, options=options)
+    _, config = row_configs()[5]
+    model = {**config.get("model", {}), **NO_MAPS}
+    schedules = {
+        "row schedule": {**config.get("curriculum", {}), **IMG_ONLY},
+        "long": {**config.get("curriculum", {}), **IMG_ONLY, "semantic_epochs": 0,
+                 "ris_epochs_before_select": args.long_epochs, "ris_epochs": 0,
+                 "refinement_rounds": 0},
+    }  # fmt: skip
+    results: dict[str, Any] = {"stamp": STAMP, "variants": {}}
+    for name, curriculum in schedules.items():
+        tag = "img-only-" + name.replace(" ", "-")
+        seeds = []
+        for seed in range(args.seeds):
+            cfg = {**config, "model": model, "curriculum": curriculum}
+            scenes = run_training(args.out, world, cfg, seed, tag)
+            fit = own_fit(args.out, world, args.out / "runs" / f"{tag}-seed{seed}")
+            seeds.append({"scenes": scenes, "own": fit})
+        results["variants"][name] = seeds
+    (args.out / "img-transfer.json").write_text(json.dumps(jsonable(results), indent=2) + "\n")
+    lines = [f"# Row 5 {STAMP}", "", "| variant | scenes test mIoU | own D_ref mIoU (untrained) "
+             "| own D_sem mIoU (untrained) | seeds |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, seeds in results["variants"].items():
+        own = []
+        for part in ("D_ref", "D_sem"):
+            trained = statistics.fmean(s["own"][part]["trained"] for s in seeds)
+            untrained = statistics.fmean(s["own"][part]["untrained"] for s in seeds)
+            own.append(f"{trained:.1f} ({untrained:.1f})")
+        scenes = statistics.fmean(s["scenes"]["mIoU"] for s in seeds)
+        lines.append(f"| {name} | {scenes:.1f} | {own[0]} | {own[1]} | {len(seeds)} |")
+    (args.out / "img-transfer.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
