@@ -23,6 +23,7 @@ from pipeline.core import hashing
 from pipeline.core.rle import decode_rle
 from pipeline.data.imagenet import class_noun
 from pipeline.data.registry import open_dataset
+from pipeline.labelling.composites.colour import colour_term
 from pipeline.labelling.composites.plan import CompositeConfig
 from pipeline.labelling.composites.render import Composite, CompositeObject
 from pipeline.labelling.composites.text import RELATIVE, ExpressionSpec
@@ -56,8 +57,10 @@ def augment_rows(store: Path) -> list[dict]:
     return rows
 
 
-def as_composite(row: dict, store: Path) -> Composite:
-    """A stored composite as the library's `Composite`, its image read back from the store."""
+def as_composite(row: dict, store: Path, colours: dict[str, str | None] | None = None) -> Composite:
+    """A stored composite as the library's `Composite`, its image read back from the store;
+    `colours`: each source's colour word (`source_colours`) when the stage named colours."""
+    colours = colours or {}
     with Image.open(store / row["image_path"]) as image:
         pixels = np.asarray(image.convert("RGB"))
     hw = (row["height"], row["width"])
@@ -71,12 +74,16 @@ def as_composite(row: dict, store: Path) -> Composite:
             tuple((p["x"], p["y"], p["label"]) for p in o["points"]),
             tuple(o["paste_box"]),
             o["referent"],
+            colours.get(o["source_sample_id"]),
         )
         for o in row["objects"]
     ]
     ref = row["referent"]
-    anchor = class_noun(objects[1 - ref].class_name) if row["relation"] in RELATIVE else None
-    spec = ExpressionSpec(row["relation"], class_noun(objects[ref].class_name), anchor)
+    relative = row["relation"] in RELATIVE
+    anchor = class_noun(objects[1 - ref].class_name) if relative else None
+    anchor_colour = objects[1 - ref].colour if relative else None
+    spec = ExpressionSpec(row["relation"], class_noun(objects[ref].class_name), anchor,
+                          objects[ref].colour, anchor_colour)  # fmt: skip
     return Composite(pixels, row["kind"], objects, row["expression"], ref, spec)
 
 
@@ -92,11 +99,27 @@ def source_masks(store: Path) -> dict[str, np.ndarray]:
     return {m["sample_id"]: decode_rle(m["mask_rle"], *size[m["sample_id"]]) for m in rows("masks")}
 
 
-def check_row(row: dict, store: Path, sources: dict[str, np.ndarray]) -> None:
-    """Every invariant of one stored composite against its D_sem sources."""
+def source_colours(store: Path, sources: dict[str, np.ndarray], min_share: float) -> dict:
+    """sample_id → the colour word of its D_sem pseudo-label, read again from the source image."""
+    paths = sorted((store / "samples").glob("part-*.parquet"))
+    samples = [r for p in paths for r in shards.read_parquet(p).to_pylist()]
+    out = {}
+    for sample in samples:
+        if sample["sample_id"] in sources:
+            with Image.open(IMAGENET_SAMPLES / sample["image_path"]) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            out[sample["sample_id"]] = colour_term(pixels, sources[sample["sample_id"]], min_share)
+    return out
+
+
+def check_row(
+    row: dict, store: Path, sources: dict[str, np.ndarray], colours: dict | None = None
+) -> None:
+    """Every invariant of one stored composite against its D_sem sources (and, when the stage
+    named colours, their colour words)."""
     cfg = CompositeConfig()
     margin = cfg.position_margin if row["kind"] == "mosaic" else cfg.relation_margin
-    comp = as_composite(row, store)
+    comp = as_composite(row, store, colours)
     assert comp.image.shape[:2] == (row["height"], row["width"])
     check_labels(comp, margin)  # one referent, masks inside, points labelled by the mask
     assert_words_match_geometry(comp, margin)
@@ -141,12 +164,33 @@ def sem_copy(imagenet_labels: dict[str, Path], tmp_path_factory: pytest.TempPath
 )
 @given(seed=st.integers(0, 2**31 - 1))
 def test_words_agree_with_geometry_over_seeds(sem_copy: Path, seed: int) -> None:
-    params = {**IMAGENET_PARAMS, "augment": {"n_mosaic": 4, "n_fusion": 4, "seed": seed}}
-    ctx = StageContext(sem_copy, "imagenet-mini", IMAGENET_SAMPLES, params)
+    # odd seeds name colours: a low share, so that these photos' objects get words
+    named = {"colour_words": True, "colour_min_share": 0.3} if seed % 2 else {}
+    augment = {"n_mosaic": 4, "n_fusion": 4, "seed": seed, **named}
+    ctx = StageContext(sem_copy, "imagenet-mini", IMAGENET_SAMPLES, {**IMAGENET_PARAMS,
+                       "augment": augment})  # fmt: skip
     run_stage(STAGES["augment"], ctx, InProcessExecutor())
     sources = source_masks(sem_copy)
+    colours = source_colours(sem_copy, sources, 0.3) if named else None
     for row in augment_rows(sem_copy):
-        check_row(row, sem_copy, sources)
+        check_row(row, sem_copy, sources, colours)
+
+
+def test_colour_words_from_the_photos(sem_copy: Path) -> None:
+    """The stage names the colours its sources' pixels give, and some of these photos get one."""
+    augment = {"n_mosaic": 4, "n_fusion": 4, "seed": 1, "colour_words": True,
+               "colour_min_share": 0.3}  # fmt: skip
+    ctx = StageContext(sem_copy, "imagenet-mini", IMAGENET_SAMPLES, {**IMAGENET_PARAMS,
+                       "augment": augment})  # fmt: skip
+    run_stage(STAGES["augment"], ctx, InProcessExecutor())
+    sources = source_masks(sem_copy)
+    colours = source_colours(sem_copy, sources, 0.3)
+    assert any(colours.values()), colours
+    rows = augment_rows(sem_copy)
+    for row in rows:
+        check_row(row, sem_copy, sources, colours)  # the expression is the spec's, colours too
+    named = [r for r in rows if colours[r["objects"][r["referent"]]["source_sample_id"]]]
+    assert named, "no composite's referent has a colour word"
 
 
 def test_same_seed_same_bytes(imagenet_labels: dict[str, Path], tmp_path: Path) -> None:
