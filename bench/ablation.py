@@ -106,6 +106,11 @@ def run_baseline(out: Path, params: dict[str, Any], seed: int, split: str) -> di
     return eval_baseline("clip-sam", "synthetic", split, out / "data", labels, row_params, SIM)
 
 
+def run_dir(out: Path, name: str, seed: int) -> Path:
+    """Where `run_training` trains the run `name` of optim seed `seed` (its last.pt and metrics)."""
+    return out / "runs" / f"{name}-seed{seed}"
+
+
 def run_training(
     out: Path, stores: dict[str, Path], config: dict[str, Any], seed: int, name: str
 ) -> dict[str, Any]:
@@ -116,7 +121,7 @@ def run_training(
     roots = [out / "data", out / "data", stores["objects"]]
     device = resolve_device("cpu")
     clip, sam = frozen_models([LabelStore(d) for d in store_dirs], cfg.clip.model, SIM, device)
-    run = out / "runs" / f"{name}-seed{seed}"
+    run = run_dir(out, name, seed)
     metrics = train(cfg, store_dirs, roots, run, clip, sam, device, out / "feature_cache")
     return {**metrics["eval"], "select": metrics.get("select"), "wall_s": metrics["wall_s"]}
 

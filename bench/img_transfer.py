@@ -19,6 +19,7 @@ params the composites name colours). Writes DIR/img-transfer.json and DIR/img-tr
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import statistics
@@ -26,44 +27,50 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ablation import SIM, row_configs, run_training  # bench/: the script's own folder
+from ablation import SIM, row_configs, run_dir, run_training  # bench/: the script's own folder
 from label_ceiling import NO_MAPS, world_args
 
 from pipeline.core.config import jsonable
+from pipeline.models.frozen import FrozenClip, FrozenSam
 from pipeline.store.reader import LabelStore
+from trainer.config import TrainConfig
 from trainer.inference.predict import load_for_inference
 from trainer.loop.engine import evaluate, reference_masks
 from trainer.loop.runner import eval_loader, ground_truths, prepare_data
-from trainer.network.prompt_model import build_model
+from trainer.network.prompt_model import PointPromptModel, build_model
 
 STAMP = "diagnostic: trained on the object-centric data alone, no maps (not a result)"
 IMG_ONLY = {"exclude_subsets": ["H_sem", "H_ref"]}
 log = logging.getLogger("img_transfer")
 
 
-def own_fit(out: Path, world: dict[str, Path], run: Path) -> dict[str, dict[str, float]]:
-    """mIoU of the run's model, and of an untrained one, on D_ref's and D_sem's train samples."""
-    model, clip, sam, cfg = load_for_inference(run / "last.pt", SIM)
-    torch.manual_seed(0)
-    untrained = build_model(cfg.model, clip, sam).eval()
-    sets = {"D_ref": (world["composites"], world["objects"]), "D_sem": (world["objects"],
-            out / "data")}  # fmt: skip
-    fit = {}
-    for name, (store, root) in sets.items():
+def own_sets(
+    out: Path, world: dict[str, Path], clip: FrozenClip, sam: FrozenSam, cfg: TrainConfig
+) -> dict[str, tuple[Any, dict, int]]:
+    """D_ref's and D_sem's train samples: part → (eval loader, reference masks, count)."""
+    stores_and_roots = {"D_ref": (world["composites"], world["objects"]),
+                        "D_sem": (world["objects"], out / "data")}  # fmt: skip
+    sets = {}
+    for name, (store, root) in stores_and_roots.items():
         stores = [LabelStore(store)]
         data = prepare_data(stores, [root], clip, sam, cfg, out / "feature_cache")
         loader, samples = eval_loader(data, ["train"], 16)
-        refs = reference_masks(samples, ground_truths(stores, [root]))
-        cpu = torch.device("cpu")
-        fit[name] = {"trained": evaluate(model, loader, sam, refs, cpu)["mIoU"],
-                     "untrained": evaluate(untrained, loader, sam, refs, cpu)["mIoU"],
-                     "n": len(samples)}  # fmt: skip
-        log.info("%s: own %s samples %s", run.name, name, fit[name])
-    return fit
+        sets[name] = (loader, reference_masks(samples, ground_truths(stores, [root])),
+                      len(samples))  # fmt: skip
+    return sets
+
+
+def own_fit(
+    model: PointPromptModel, sam: FrozenSam, sets: dict[str, tuple[Any, dict, int]]
+) -> dict[str, float]:
+    """A model's mIoU on each of `own_sets`' parts."""
+    cpu = torch.device("cpu")
+    return {name: evaluate(model, loader, sam, refs, cpu)["mIoU"]
+            for name, (loader, refs, _) in sets.items()}  # fmt: skip
 
 
 def main() -> None:
-    def options(parser: Any) -> None:
+    def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--long-epochs", type=int, default=40,
                             help="the long variant's epochs over D_sem + D_ref")  # fmt: skip
 
@@ -77,14 +84,25 @@ def main() -> None:
                  "refinement_rounds": 0},
     }  # fmt: skip
     results: dict[str, Any] = {"stamp": STAMP, "variants": {}}
+    sets, untrained = None, {}  # the same samples and untrained model for every run
     for name, curriculum in schedules.items():
         tag = "img-only-" + name.replace(" ", "-")
         seeds = []
         for seed in range(args.seeds):
             cfg = {**config, "model": model, "curriculum": curriculum}
             scenes = run_training(args.out, world, cfg, seed, tag)
-            fit = own_fit(args.out, world, args.out / "runs" / f"{tag}-seed{seed}")
-            seeds.append({"scenes": scenes, "own": fit})
+            trained, clip, sam, run_cfg = load_for_inference(
+                run_dir(args.out, tag, seed) / "last.pt", SIM
+            )
+            if sets is None:
+                sets = own_sets(args.out, world, clip, sam, run_cfg)
+                torch.manual_seed(0)
+                untrained = own_fit(build_model(run_cfg.model, clip, sam).eval(), sam, sets)
+            fit = own_fit(trained, sam, sets)
+            own = {part: {"trained": fit[part], "untrained": untrained[part], "n": n}
+                   for part, (_, _, n) in sets.items()}  # fmt: skip
+            log.info("%s seed %d: own samples %s", tag, seed, own)
+            seeds.append({"scenes": scenes, "own": own})
         results["variants"][name] = seeds
     (args.out / "img-transfer.json").write_text(json.dumps(jsonable(results), indent=2) + "\n")
     lines = [f"# Row 5 {STAMP}", "", "| variant | scenes test mIoU | own D_ref mIoU (untrained) "

@@ -23,7 +23,7 @@ import json
 from typing import Any
 
 import numpy as np
-from ablation import row_configs, run_training  # bench/: the script's own folder
+from ablation import row_configs, run_dir, run_training  # bench/: the script's own folder
 from failure_kinds import SAM
 from label_ceiling import relabelled_copy, world_args
 from label_signals import h_sem_samples, kept_labels, label_and_truth
@@ -56,7 +56,7 @@ def main() -> None:
     results: dict[str, Any] = {"labels": before, "seeds": {}}
     for seed in range(args.seeds):
         first = run_training(args.out, stores, config, seed, "self-gen1")
-        checkpoint = args.out / "runs" / f"self-gen1-seed{seed}" / "last.pt"
+        checkpoint = run_dir(args.out, "self-gen1", seed) / "last.pt"
         options = ModelOptions(sam_checkpoint=SAM, allow_random_weights=True)
         model, clip, sam, cfg = load_for_inference(checkpoint, options)
         own = predict_store(model, clip, sam, cfg, scenes, args.out / "data",

@@ -49,12 +49,16 @@ from tests.helpers import (
 pytestmark = pytest.mark.slow
 
 
+def table_rows(store: Path, table: str) -> list[dict]:
+    """Every row of a table of `store`, read from its shards (the store manifest is gone while a
+    stage re-runs)."""
+    paths = sorted((store / table).glob("part-*.parquet"))
+    return [row for path in paths for row in shards.read_parquet(path).to_pylist()]
+
+
 def augment_rows(store: Path) -> list[dict]:
-    """Every row of the augment table of `store` (its shards, no store manifest needed)."""
-    rows = []
-    for path in sorted((store / "augment").glob("part-*.parquet")):
-        rows.extend(shards.read_parquet(path).to_pylist())
-    return rows
+    """Every row of the augment table of `store`."""
+    return table_rows(store, "augment")
 
 
 def as_composite(row: dict, store: Path, colours: dict[str, str | None] | None = None) -> Composite:
@@ -88,23 +92,16 @@ def as_composite(row: dict, store: Path, colours: dict[str, str | None] | None =
 
 
 def source_masks(store: Path) -> dict[str, np.ndarray]:
-    """sample_id → its D_sem mask at the source image's size (read from the stage shards: the
-    store manifest is gone while a stage re-runs)."""
-
-    def rows(table: str) -> list[dict]:
-        paths = sorted((store / table).glob("part-*.parquet"))
-        return [r for p in paths for r in shards.read_parquet(p).to_pylist()]
-
-    size = {s["sample_id"]: (s["height"], s["width"]) for s in rows("samples")}
-    return {m["sample_id"]: decode_rle(m["mask_rle"], *size[m["sample_id"]]) for m in rows("masks")}
+    """sample_id → its D_sem mask at the source image's size."""
+    size = {s["sample_id"]: (s["height"], s["width"]) for s in table_rows(store, "samples")}
+    masks = table_rows(store, "masks")
+    return {m["sample_id"]: decode_rle(m["mask_rle"], *size[m["sample_id"]]) for m in masks}
 
 
 def source_colours(store: Path, sources: dict[str, np.ndarray], min_share: float) -> dict:
     """sample_id → the colour word of its D_sem pseudo-label, read again from the source image."""
-    paths = sorted((store / "samples").glob("part-*.parquet"))
-    samples = [r for p in paths for r in shards.read_parquet(p).to_pylist()]
     out = {}
-    for sample in samples:
+    for sample in table_rows(store, "samples"):
         if sample["sample_id"] in sources:
             with Image.open(IMAGENET_SAMPLES / sample["image_path"]) as image:
                 pixels = np.asarray(image.convert("RGB"))
