@@ -50,7 +50,7 @@ class EncoderConfig:
     clip_input_size: int = 448  # CLIP input side S; relevance grid G = S / patch (ViT-B-16: 28)
     clip_vv_blocks: int | None = None  # CLIP Surgery v-v blocks; None = half the blocks (ViT-B: 6)
     allow_random_weights: bool = False  # tests and demos only; stamped "random-init"
-    batch_size: int = 4  # images per encoder forward
+    batch_size: int = 4  # images per encode step (one encoder forward on CUDA; one each on CPU)
     device: str = (
         "auto"  # auto (cuda when available) | cpu | cuda; bf16 autocast on cuda [--device]
     )
@@ -176,8 +176,8 @@ def frozen_pair(
 def sam_embeddings(sam: FrozenSam, images: list[np.ndarray]) -> tuple[np.ndarray, list]:
     """RGB images → SAM embeddings (B, 256, 64, 64) f16 and each input's resized (h, w).
 
-    Exactly SamPredictor.set_image's preprocessing (resize longest side, normalise, pad), one
-    encoder forward for the whole batch.
+    Exactly SamPredictor.set_image's preprocessing (resize longest side, normalise, pad); one
+    encoder forward for the whole batch on CUDA, one per image on a CPU (the same bytes).
     """
     device = next(sam.model.parameters()).device
     transform = ResizeLongestSide(sam.image_size)
@@ -187,8 +187,16 @@ def sam_embeddings(sam: FrozenSam, images: list[np.ndarray]) -> tuple[np.ndarray
         sizes.append(resized.shape[:2])
         x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
         batch.append(sam.model.preprocess(x))  # (1, 3, S, S) normalised, padded
+    # On a CPU one image a forward: batching buys no throughput there and costs cache (vit_t at
+    # 1024², 2 threads: 1.9 s an image alone, 2.7 in fours; the same bytes: bench/encode_batch.py).
+    step = len(batch) if device.type == "cuda" else 1
     with autocast(device):
-        feats = sam.model.image_encoder(torch.cat(batch))  # (B, 256, 64, 64)
+        feats = torch.cat(
+            [
+                sam.model.image_encoder(torch.cat(batch[i : i + step]))
+                for i in range(0, len(batch), step)
+            ]
+        )  # (B, 256, 64, 64)
     return feats.float().cpu().numpy().astype(np.float16), sizes
 
 
