@@ -43,8 +43,8 @@ def test_repro_push_pull_round_trip(tmp_path: Path) -> None:
     # The repository's params (the default world) at a tiny size, so the test stays quick:
     # scenes → H_sem / H_ref, object-centric images → D_sem → augment → D_ref, simulated CLIP.
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["synthetic"].update(TINY_PARAMS["synthetic"], n_object_images=6)
-    params["augment"].update(n_mosaic=2, n_fusion=2)
+    params["synthetic"].update(TINY_PARAMS["synthetic"], n_object_images=4)
+    params["augment"].update(n_mosaic=1, n_fusion=1)
     # The train stage with a tiny curriculum (one epoch per phase, one Select round).
     tiny = yaml.safe_load((REPO / "configs" / "world.yaml").read_text())
     tiny["clip"].update(input_size=112)
