@@ -5,6 +5,7 @@ Constants (paths to the real sample data, the small params) live in tests/helper
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,17 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> Path:
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path,
+               synthetic_store: Path) -> Path:  # fmt: skip
     """The in-process build of `tiny_root` in shards of 4: the reference bytes of the
-    determinism, kill-and-resume and executor tests (do not modify)."""
+    determinism, kill-and-resume and executor tests (do not modify).
+
+    Its 8 images are the small dataset's first 8 (one random stream per image), so it starts from
+    a copy of the small store's embedding cache and encodes none of them again; the stores record
+    images and encoder keys, not where an embedding came from, so its bytes are a fresh build's.
+    The tests that compare with it encode for themselves."""
     out = tmp_path_factory.mktemp("tiny-store") / "synthetic"
+    shutil.copytree(synthetic_store.parent / "_embeddings", out.parent / "_embeddings")
     build("synthetic", tiny_root, out, TINY_PARAMS, InProcessExecutor())
     return out
 
