@@ -24,6 +24,7 @@ reports), DIR/ablation.md and DIR/ablation.png (a bar chart of mIoU ± std).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from pipeline.core.config import jsonable, read_yaml_mapping
+from pipeline.core.hashing import sha256_file
 from pipeline.models.options import ModelOptions
 from pipeline.models.runtime import resolve_device
 from pipeline.reports.run_files import mean_std
@@ -112,15 +114,21 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
 
 
 def run_training(
-    out: Path, stores: dict[str, Path], config: dict[str, Any], seed: int, name: str
+    out: Path,
+    stores: dict[str, Path],
+    config: dict[str, Any],
+    seed: int,
+    name: str,
+    options: ModelOptions = SIM,
 ) -> dict[str, Any]:
-    """A row's curriculum on the world's stores, scored on the eval split (the config's)."""
+    """A row's curriculum on the world's stores, scored on the eval split (the config's);
+    CLIP's weights from `options` (random-init unless it names a --clip-checkpoint)."""
     config = {**config, "optim": {**config.get("optim", {}), "seed": seed}}
     cfg = config_from_dict(config, name)
     store_dirs = [stores["synthetic"], stores["objects"], stores["composites"]]
     roots = [out / "data", out / "data", stores["objects"]]
     device = resolve_device("cpu")
-    clip, sam = frozen_models([LabelStore(d) for d in store_dirs], cfg.clip.model, SIM, device)
+    clip, sam = frozen_models([LabelStore(d) for d in store_dirs], cfg.clip.model, options, device)
     run = run_dir(out, name, seed)
     metrics = train(cfg, store_dirs, roots, run, clip, sam, device, out / "feature_cache")
     return {**metrics["eval"], "select": metrics.get("select"), "wall_s": metrics["wall_s"]}
@@ -193,6 +201,9 @@ def main() -> None:
     parser.add_argument("--n-objects", type=int, default=None, help="object-centric images")
     parser.add_argument("--schedule", type=Path, default=None,
                         help="YAML merged over every row's config (e.g. fewer epochs)")  # fmt: skip
+    parser.add_argument("--clip-checkpoint", type=Path, default=None,
+                        help="the rows' frozen CLIP (an open_clip state dict, e.g. "
+                        "bench/world_clip.py's); default random-init")  # fmt: skip
     parser.add_argument("--report", action="store_true",
                         help="run nothing: tabulate the cached (row, seed)s of --rows")  # fmt: skip
     args = parser.parse_args()
@@ -204,6 +215,10 @@ def main() -> None:
     stores = {} if args.report else build_world(args.out, params)
     overrides = read_yaml_mapping(args.schedule, "sections") if args.schedule else {}
     configs = row_configs()
+    options, clip_weights = SIM, None
+    if args.clip_checkpoint is not None:
+        options = dataclasses.replace(SIM, clip_checkpoint=args.clip_checkpoint)
+        clip_weights = sha256_file(args.clip_checkpoint)
     wanted = [int(r) for r in args.rows.split(",")]
     unknown = sorted(set(wanted) - set(configs))
     if unknown:
@@ -213,9 +228,12 @@ def main() -> None:
         meta, config = configs[row]
         for section, values in overrides.items() if not meta.get("baseline") else ():
             config[section] = {**config.get(section, {}), **values}  # trains: the schedule
-        # a cached result counts only for the very config (and world params) it was run with
+        # a cached result counts only for the very config (and world params, and the CLIP
+        # checkpoint of a trained row) it was run with; random-init CLIP adds nothing
+        trained_clip = clip_weights if clip_weights and not meta.get("baseline") else None
+        recipe_of = [config, params] + ([trained_clip] if trained_clip else [])
         recipe = hashlib.sha256(
-            json.dumps(jsonable([config, params]), sort_keys=True).encode()
+            json.dumps(jsonable(recipe_of), sort_keys=True).encode()
         ).hexdigest()[:16]
         results[row] = {"name": meta["name"], "seeds": {}}
         seeds = range(args.seeds) if not args.report else range(1 << 10)
@@ -237,7 +255,7 @@ def main() -> None:
             else:
                 # its run directory is the recipe's: a killed row resumes, a changed one starts over
                 name = f"row{row:02d}-{recipe}"
-                result = run_training(args.out, stores, config, seed, name)
+                result = run_training(args.out, stores, config, seed, name, options)
             result["wall_s"] = round(time.perf_counter() - start, 1)
             result["recipe"] = recipe
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@
 
 DIR is a `bench/ablation.py --out` directory (its world and stores are read, nothing is built).
 `--baseline S`: row 1's masks (CLIP + SAM, simulation seed S, `DIR/labels/baseline-test-seedS`);
-`--checkpoint`: a trained row's masks on the test split; `--labels MIN`: not a prediction but the
+`--checkpoint`: a trained row's masks on the test split (`--clip-checkpoint`: the CLIP those
+runs read, bench/world_clip.py's; default random-init); `--labels MIN`: not a prediction but the
 trainer's targets, the train split's H_sem referent pseudo-labels SAM scored ≥ MIN. Prints one
 markdown row per source: % of samples per failure class, with *other object* split by
 `pipeline.scoring.failures.other_kind`.
@@ -50,9 +51,11 @@ def label_masks(store: LabelStore, min_score: float) -> dict[str, np.ndarray]:
     return out
 
 
-def checkpoint_masks(out: Path, store: LabelStore, checkpoint: Path) -> dict[str, np.ndarray]:
+def checkpoint_masks(
+    out: Path, store: LabelStore, checkpoint: Path, clip: Path | None = None
+) -> dict[str, np.ndarray]:
     test = [s["sample_id"] for s in store.samples().to_pylist() if s["split"] == "test"]
-    options = ModelOptions(sam_checkpoint=SAM, allow_random_weights=True)
+    options = ModelOptions(sam_checkpoint=SAM, clip_checkpoint=clip, allow_random_weights=True)
     model, clip, sam, cfg = load_for_inference(checkpoint, options)
     cache = out / "feature_cache"
     return predict_store(model, clip, sam, cfg, store, out / "data", cache, sample_ids=test)
@@ -84,12 +87,15 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, action="append", default=[], help="row 1 seed")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[])
     parser.add_argument("--labels", type=float, action="append", default=[], help="min score")
+    parser.add_argument("--clip-checkpoint", type=Path, default=None,
+                        help="the --checkpoint runs' CLIP (default random-init)")  # fmt: skip
     args = parser.parse_args()
     source = open_dataset("synthetic", args.out / "data")
     store = LabelStore(args.out / "labels" / "synthetic")
     sources = [(f"row 1, simulation seed {s}", lambda s=s: baseline_masks(args.out, s))
                for s in args.baseline]  # fmt: skip
-    sources += [(str(c), lambda c=c: checkpoint_masks(args.out, store, c)) for c in args.checkpoint]
+    sources += [(str(c), lambda c=c: checkpoint_masks(args.out, store, c, args.clip_checkpoint))
+                for c in args.checkpoint]  # fmt: skip
     sources += [(f"H_sem labels ≥ {m} (train)", lambda m=m: label_masks(store, m))
                 for m in args.labels]  # fmt: skip
     split = [c for c in CLASSES if c != "other object"]

@@ -1,6 +1,7 @@
 """Does what the generator learns on the object-centric data reach the scenes?
 
     .venv/bin/python bench/img_transfer.py --out DIR [--seeds 1] [--long-epochs 40]
+        [--clip-checkpoint bench/world_clip.py's world-clip.pt]
 
 A diagnostic, never a result. Row 5's config (configs/ablation/row05.yaml) is trained on the
 object-centric data alone (`curriculum.exclude_subsets: [H_sem, H_ref]`: D_sem, then D_sem and
@@ -14,12 +15,15 @@ composites). Beside each, an untrained generator of the same config (torch seed 
     long           one phase of --long-epochs epochs over D_sem and D_ref
 
 DIR is a `bench/ablation.py --out` directory (run that first; with `augment.colour_words` in its
-params the composites name colours). Writes DIR/img-transfer.json and DIR/img-transfer.md.
+params the composites name colours). Writes DIR/img-transfer.json and DIR/img-transfer.md, or,
+with --clip-checkpoint (the frozen CLIP the generator reads; default random-init), the same
+names with `-clip-<its sha256's first 8>` before the suffix, its runs named likewise.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -31,6 +35,7 @@ from ablation import SIM, row_configs, run_dir, run_training  # bench/: the scri
 from label_ceiling import NO_MAPS, world_args
 
 from pipeline.core.config import jsonable
+from pipeline.core.hashing import sha256_file
 from pipeline.models.frozen import FrozenClip, FrozenSam
 from pipeline.store.reader import LabelStore
 from trainer.config import TrainConfig
@@ -73,8 +78,14 @@ def main() -> None:
     def options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--long-epochs", type=int, default=40,
                             help="the long variant's epochs over D_sem + D_ref")  # fmt: skip
+        parser.add_argument("--clip-checkpoint", type=Path, default=None,
+                            help="the generator's frozen CLIP (default random-init)")  # fmt: skip
 
     args, world = world_args(__doc__.splitlines()[0], seeds=1, options=options)
+    models, suffix = SIM, ""
+    if args.clip_checkpoint is not None:
+        models = dataclasses.replace(SIM, clip_checkpoint=args.clip_checkpoint)
+        suffix = "-clip-" + sha256_file(args.clip_checkpoint)[:8]
     _, config = row_configs()[5]
     model = {**config.get("model", {}), **NO_MAPS}
     schedules = {
@@ -86,13 +97,13 @@ def main() -> None:
     results: dict[str, Any] = {"stamp": STAMP, "variants": {}}
     sets, untrained = None, {}  # the same samples and untrained model for every run
     for name, curriculum in schedules.items():
-        tag = "img-only-" + name.replace(" ", "-")
+        tag = "img-only-" + name.replace(" ", "-") + suffix
         seeds = []
         for seed in range(args.seeds):
             cfg = {**config, "model": model, "curriculum": curriculum}
-            scenes = run_training(args.out, world, cfg, seed, tag)
+            scenes = run_training(args.out, world, cfg, seed, tag, models)
             trained, clip, sam, run_cfg = load_for_inference(
-                run_dir(args.out, tag, seed) / "last.pt", SIM
+                run_dir(args.out, tag, seed) / "last.pt", models
             )
             if sets is None:
                 sets = own_sets(args.out, world, clip, sam, run_cfg)
@@ -104,9 +115,12 @@ def main() -> None:
             log.info("%s seed %d: own samples %s", tag, seed, own)
             seeds.append({"scenes": scenes, "own": own})
         results["variants"][name] = seeds
-    (args.out / "img-transfer.json").write_text(json.dumps(jsonable(results), indent=2) + "\n")
-    lines = [f"# Row 5 {STAMP}", "", "| variant | scenes test mIoU | own D_ref mIoU (untrained) "
-             "| own D_sem mIoU (untrained) | seeds |", "|---|---|---|---|---|"]  # fmt: skip
+    results["clip"] = str(args.clip_checkpoint) if args.clip_checkpoint else "random-init"
+    report = json.dumps(jsonable(results), indent=2) + "\n"
+    (args.out / f"img-transfer{suffix}.json").write_text(report)
+    lines = [f"# Row 5 {STAMP}; CLIP {results['clip']}", "", "| variant | scenes test mIoU "
+             "| own D_ref mIoU (untrained) | own D_sem mIoU (untrained) | seeds |",
+             "|---|---|---|---|---|"]  # fmt: skip
     for name, seeds in results["variants"].items():
         own = []
         for part in ("D_ref", "D_sem"):
@@ -115,7 +129,7 @@ def main() -> None:
             own.append(f"{trained:.1f} ({untrained:.1f})")
         scenes = statistics.fmean(s["scenes"]["mIoU"] for s in seeds)
         lines.append(f"| {name} | {scenes:.1f} | {own[0]} | {own[1]} | {len(seeds)} |")
-    (args.out / "img-transfer.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"img-transfer{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -100,6 +100,12 @@ def test_row_5_beats_row_1_on_a_small_world_and_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")} == cached
     assert json.loads((out / "ablation.json").read_text()) == table
+    junk = tmp_path / "clip.pt"  # --report loads no model: any file names other weights
+    junk.write_bytes(b"another CLIP")
+    report = _ablation(out, "--report", "--clip-checkpoint", str(junk))
+    assert report.returncode == 0, report.stderr
+    assert "row 5 seed 0: cached for another config; left out" in report.stderr
+    assert set(json.loads((out / "ablation.json").read_text())) == {"1"}  # row 1 reads no CLIP
     _schedule(tmp_path / "schedule.yaml", semantic_epochs=5)  # row 5's cache no longer counts
     report = _ablation(out, "--report")
     assert report.returncode == 0, report.stderr

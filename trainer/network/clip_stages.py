@@ -62,6 +62,24 @@ def text_dim(model: nn.Module) -> int:
     return int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[1])
 
 
+def embed_patches(visual: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
+    """Normalised images (B, 3, S, S) → what the first block reads, (B, 1 + G*G, C): patch
+    embedding, class token, the positional embedding resized to the input's grid, ln_pre.
+
+    Differentiable: bench/world_clip.py pretrains through it (as the open_clip tower's `_embeds`)
+    so that a pretrained CLIP saw its images exactly as `image_stages` reads them.
+    """
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))  # (B, C, Gh, Gw)
+    grid = (x.shape[2], x.shape[3])
+    x = x.flatten(2).transpose(1, 2)  # (B, Gh*Gw, C)
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, C)
+    x = torch.cat([cls, x], dim=1)  # (B, 1 + Gh*Gw, C)
+    pos = visual.positional_embedding
+    if tuple(grid) != tuple(visual.grid_size):
+        pos = interpolate_pos_embed(pos, visual.grid_size, grid)
+    return visual.ln_pre(visual.patch_dropout(x + pos.to(x.dtype)))
+
+
 @torch.no_grad()
 def image_stages(
     visual: VisionTransformer, images: torch.Tensor, stage_indices: Sequence[int]
@@ -74,15 +92,7 @@ def image_stages(
         )
     blocks = visual.transformer.resblocks
     wanted = set(resolve_stage_indices(stage_indices, len(blocks)))
-    x = visual.conv1(images.to(visual.conv1.weight.dtype))  # (B, C, Gh, Gw)
-    grid = (x.shape[2], x.shape[3])
-    x = x.flatten(2).transpose(1, 2)  # (B, Gh*Gw, C)
-    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # (B, 1, C)
-    x = torch.cat([cls, x], dim=1)  # (B, 1 + Gh*Gw, C)
-    pos = visual.positional_embedding
-    if tuple(grid) != tuple(visual.grid_size):
-        pos = interpolate_pos_embed(pos, visual.grid_size, grid)
-    x = visual.ln_pre(visual.patch_dropout(x + pos.to(x.dtype)))
+    x = embed_patches(visual, images)
     batch_first = visual.transformer.batch_first
     stages = []
     for i, blk in enumerate(blocks):
