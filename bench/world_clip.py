@@ -3,22 +3,23 @@
     .venv/bin/python bench/world_clip.py --out DIR [--scenes 1500] [--objects 500] [--steps 600]
         [--captions sentences|objects]
 
-A diagnostic for issue 11's item 6, never a result. The README reads the ablation table's flat
-rows 5 − 2 as "random-init CLIP features mean different things on a composite and on a scene";
-a CLIP that has learnt the world's words would share them. Its corpus is a world of its own
+A diagnostic for issue 11's item 6, never a result: does a CLIP that has learnt the world's words
+carry what the generator learns on the object-centric data to the scenes, where random-init
+CLIP features do not (README, "The evaluation world": it does not)? Its corpus is a world of its own
 (--corpus-seed, default 1000, so none of an ablation world's images; configs/world-params.yaml's
 look), each image paired with captions: image-text pairs, no mask, box or phrase is read.
 `--captions sentences`: a scene's referring sentences, an object-centric image's expression.
 `--captions objects`: as alt-text would, half of the draws instead list every object the image
 shows, in random order ("a red circle with a blue part, a green square"; from the world's object
-list: class, colour and part colour, no place). The model is the trainer's
-CLIP architecture (ppt-tiny-vit, random-init from torch seed --seed) at the trainer's input
-side (--input-size 224): its 7×7 positional embedding is interpolated to the 14×14 grid in every
-step exactly as the trainer's feature cache does, so the checkpoint loads as an ordinary
-ppt-tiny-vit state dict and is read at 224 as it was trained. Loss: open_clip's ClipLoss
+list: class, colour and part colour, no place). The model is the trainer's CLIP architecture
+(ppt-tiny-vit, from the trainer's own random init; --seed draws the batches and captions) at
+the trainer's input side (--input-size 224): its 7×7 positional embedding is interpolated to the
+14×14 grid in every step exactly as the trainer's feature cache does, so the checkpoint loads as
+an ordinary ppt-tiny-vit state dict and is read at 224 as it was trained. Loss: open_clip's ClipLoss
 (symmetric InfoNCE, learned temperature), a caption drawn at random per image per step; AdamW
-(weight decay 0.1), cosine schedule over --steps batches of --batch-size (seeded: the same
-checkpoint on every machine; 600 of 128 take about 12 minutes on this 2-core CPU).
+(weight decay 0.1), cosine schedule over --steps batches of --batch-size (a step budget, not a
+wall-clock one, so a rerun trains the same steps; 600 of 128 take about 12 minutes on this
+2-core CPU).
 
 Writes DIR/world-clip.pt (open_clip state dict; pass it as --clip-checkpoint) and
 DIR/world-clip.json: steps, the loss curve, and held-out retrieval (the corpus's val and test
