@@ -113,6 +113,14 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
     return out / "runs" / f"{name}-seed{seed}"
 
 
+def clip_options(checkpoint: Path | None) -> tuple[ModelOptions, str | None]:
+    """The rows' model options with `checkpoint` as their frozen CLIP (a --clip-checkpoint, e.g.
+    bench/world_clip.py's), and its sha256; None: random-init (SIM), no sha."""
+    if checkpoint is None:
+        return SIM, None
+    return dataclasses.replace(SIM, clip_checkpoint=checkpoint), sha256_file(checkpoint)
+
+
 def run_training(
     out: Path,
     stores: dict[str, Path],
@@ -215,10 +223,7 @@ def main() -> None:
     stores = {} if args.report else build_world(args.out, params)
     overrides = read_yaml_mapping(args.schedule, "sections") if args.schedule else {}
     configs = row_configs()
-    options, clip_weights = SIM, None
-    if args.clip_checkpoint is not None:
-        options = dataclasses.replace(SIM, clip_checkpoint=args.clip_checkpoint)
-        clip_weights = sha256_file(args.clip_checkpoint)
+    options, clip_weights = clip_options(args.clip_checkpoint)
     wanted = [int(r) for r in args.rows.split(",")]
     unknown = sorted(set(wanted) - set(configs))
     if unknown:

@@ -23,7 +23,6 @@ names with `-clip-<its sha256's first 8>` before the suffix, its runs named like
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
@@ -31,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ablation import SIM, row_configs, run_dir, run_training  # bench/: the script's own folder
+
+# bench/: the script's own folder
+from ablation import clip_options, row_configs, run_dir, run_training
 from label_ceiling import NO_MAPS, world_args
 
 from pipeline.core.config import jsonable
-from pipeline.core.hashing import sha256_file
 from pipeline.models.frozen import FrozenClip, FrozenSam
 from pipeline.store.reader import LabelStore
 from trainer.config import TrainConfig
@@ -82,10 +82,8 @@ def main() -> None:
                             help="the generator's frozen CLIP (default random-init)")  # fmt: skip
 
     args, world = world_args(__doc__.splitlines()[0], seeds=1, options=options)
-    models, suffix = SIM, ""
-    if args.clip_checkpoint is not None:
-        models = dataclasses.replace(SIM, clip_checkpoint=args.clip_checkpoint)
-        suffix = "-clip-" + sha256_file(args.clip_checkpoint)[:8]
+    models, clip_sha = clip_options(args.clip_checkpoint)
+    suffix = f"-clip-{clip_sha[:8]}" if clip_sha else ""
     _, config = row_configs()[5]
     model = {**config.get("model", {}), **NO_MAPS}
     schedules = {

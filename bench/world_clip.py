@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
@@ -151,10 +150,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root = args.out / "clip-corpus"
     data = corpus(root, args.scenes, args.objects, args.corpus_seed)
     reference = build_clip("ppt-tiny-vit", allow_random=True)  # the trainer's random init
-    model = open_clip.create_model("ppt-tiny-vit")
-    model.load_state_dict(reference.model.state_dict())
+    model = reference.model.requires_grad_(True)  # built frozen: trained here
     any_grid(model.visual)
-    tokenizer = open_clip.get_tokenizer("ppt-tiny-vit")
+    tokenizer = reference.tokenizer
     train_px = pixels(root, data["train"], args.input_size, reference)
     held_px = pixels(root, data["held_out"], args.input_size, reference)
     log.info("corpus: %d train images, %d held out", len(train_px), len(held_px))
