@@ -197,8 +197,9 @@ def write_outputs(out: Path, table: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    """Build the world once, run every (row, seed) not yet cached, write the table."""
+def main(argv: list[str] | None = None) -> None:
+    """Build the world once, run every (row, seed) not yet cached, write the table (`argv`:
+    the command line's arguments, default sys.argv's)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9,10")
     parser.add_argument("--seeds", type=int, default=2)
@@ -214,7 +215,7 @@ def main() -> None:
                         "bench/world_clip.py's); default random-init")  # fmt: skip
     parser.add_argument("--report", action="store_true",
                         help="run nothing: tabulate the cached (row, seed)s of --rows")  # fmt: skip
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("distributed", "PIL", "matplotlib"):  # not "root": that is the root logger
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -4,7 +4,7 @@ The attention stage writes one map per (sample, candidate) from one of four sour
 
 - "clip": CLIP Surgery — the phrase's text feature against the image's cached dense features,
   with the redundant feature (the empty prompt, or the sample's other phrases) removed
-  (`pipeline.models.clip_surgery.phrase_relevance`). G is CLIP's patch grid (448 / 16 = 28 for
+  (`pipeline.models.clip_surgery.clip_maps`). G is CLIP's patch grid (448 / 16 = 28 for
   ViT-B-16).
 - "gt-mask" / "gt-box": oracles that replace CLIP by the referent's ground truth pooled to the
   same kind of grid (area fraction of each cell covered by the mask or by the filled box): the
@@ -19,14 +19,10 @@ columns [j·W/G, (j+1)·W/G) of the original H×W image.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-import torch
 
 from pipeline.data.dataset import GroundTruth
 from pipeline.labelling.grid import mask_to_grid
-from pipeline.models.clip_surgery import phrase_relevance
 from pipeline.models.options import ORACLE_SOURCES
 
 
@@ -72,20 +68,3 @@ def oracle_map(source: str, gt: GroundTruth, grid: int) -> np.ndarray:
     if source == "gt-box":
         return box_to_grid(gt.bbox, gt.mask.shape, grid).astype(np.float32)
     raise ValueError(f"{source!r} is not an oracle source ({', '.join(ORACLE_SOURCES)})")
-
-
-@torch.no_grad()
-def clip_maps(
-    features: np.ndarray,
-    phrase_feats: torch.Tensor,
-    empty_feat: torch.Tensor,
-    redundant: Literal["empty", "phrases"] = "empty",
-) -> np.ndarray:
-    """Raw CLIP Surgery maps of one sample's phrases: (G, G, D), (n, D), (D,) → (n, G, G) f32.
-
-    `features` are the image's cached, L2-normalised dense features (any float dtype);
-    `phrase_feats` and `empty_feat` the L2-normalised text features of the phrases and of "".
-    """
-    feats = torch.from_numpy(np.asarray(features, dtype=np.float32))  # (G, G, D)
-    maps = phrase_relevance(feats, phrase_feats.float().cpu(), empty_feat.float().cpu(), redundant)
-    return maps.numpy().astype(np.float32)  # (n, G, G)

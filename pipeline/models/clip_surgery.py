@@ -242,3 +242,20 @@ def normalise_and_upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.T
     flat = (flat - lo) / (hi - lo).clamp_min(torch.finfo(torch.float32).tiny)
     out = F.interpolate(flat.reshape(maps.shape)[:, None], size=size, mode="bilinear")
     return out[:, 0].clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def clip_maps(
+    features: np.ndarray,
+    phrase_feats: torch.Tensor,
+    empty_feat: torch.Tensor,
+    redundant: Literal["empty", "phrases"] = "empty",
+) -> np.ndarray:
+    """Raw CLIP Surgery maps of one sample's phrases: (G, G, D), (n, D), (D,) → (n, G, G) f32.
+
+    `features` are the image's cached, L2-normalised dense features (any float dtype);
+    `phrase_feats` and `empty_feat` the L2-normalised text features of the phrases and of "".
+    """
+    feats = torch.from_numpy(np.asarray(features, dtype=np.float32))  # (G, G, D)
+    maps = phrase_relevance(feats, phrase_feats.float().cpu(), empty_feat.float().cpu(), redundant)
+    return maps.numpy().astype(np.float32)  # (n, G, G)

@@ -32,11 +32,7 @@ from pipeline.data.registry import cached_dataset
 from pipeline.labelling import relevance
 from pipeline.labelling.grid import mask_to_grid
 from pipeline.labelling.simulated import PhraseQuery, SimulatedConfig, query_words, simulated_map
-from pipeline.models.clip_surgery import encode_texts
-from pipeline.models.encoders import clip_for, encoder_config
 from pipeline.models.options import RELEVANCE_SOURCES
-from pipeline.models.runtime import reproducible_threads
-from pipeline.models.weights import check_weights
 from pipeline.stages.runner import upstream_config
 from pipeline.stages.spec import ShardOutput, ShardTask, StageContext, StageSpec
 from pipeline.store import schemas, shards
@@ -122,6 +118,13 @@ def _clip_maps(
     task: ShardTask, cfg: AttentionConfig, samples: dict[str, dict[str, Any]], phrases: list
 ) -> tuple[list[tuple[dict[str, Any], np.ndarray]], list[Reject]]:
     """(candidate, (G, G) map) for every candidate, from encode's cached CLIP features."""
+    # CLIP's code (torch, open_clip) is imported for this source only: the others are numpy, and
+    # each DVC stage is a process of its own, where these imports cost seconds a run.
+    from pipeline.models.clip_surgery import clip_maps, encode_texts
+    from pipeline.models.encoders import clip_for, encoder_config
+    from pipeline.models.runtime import reproducible_threads
+    from pipeline.models.weights import check_weights
+
     cache, keys = shard_embeddings(task.inputs["encode"])
     if "clip" not in keys:
         raise ConfigError(
@@ -139,13 +142,14 @@ def _clip_maps(
 
     texts = sorted({p["phrase"] for p in phrases})
     index = {t: i for i, t in enumerate(texts)}
-    text_feats = encode_texts(clip, [*texts, ""], cfg.templates)  # (n_texts + 1, D)
     out = []
-    for sample_id, cands in _by_sample(phrases):
-        image_feats = features[row_of[samples[sample_id]["image_sha256"]]]  # (G, G, D)
-        idx = [index[c["phrase"]] for c in cands]
-        maps = relevance.clip_maps(image_feats, text_feats[idx], text_feats[-1], cfg.redundant)
-        out.extend(zip(cands, maps, strict=True))  # maps: (n_cands, G, G)
+    with reproducible_threads():
+        text_feats = encode_texts(clip, [*texts, ""], cfg.templates)  # (n_texts + 1, D)
+        for sample_id, cands in _by_sample(phrases):
+            image_feats = features[row_of[samples[sample_id]["image_sha256"]]]  # (G, G, D)
+            idx = [index[c["phrase"]] for c in cands]
+            maps = clip_maps(image_feats, text_feats[idx], text_feats[-1], cfg.redundant)
+            out.extend(zip(cands, maps, strict=True))  # maps: (n_cands, G, G)
     return out, []
 
 
@@ -256,9 +260,8 @@ def run_shard(task: ShardTask) -> ShardOutput:
     cfg = config_io.from_section(AttentionConfig, task.config, "attention")
     samples = {s["sample_id"]: s for s in shards.read_parquet(task.inputs["ingest"]).to_pylist()}
     phrases = shards.read_parquet(task.inputs["phrases"]).to_pylist()  # by sample, cand_idx
-    with reproducible_threads():
-        maps, rejects = MAP_SOURCES[cfg.source](task, cfg, samples, phrases)
-        sentences, _ = MAP_SOURCES[cfg.source](task, cfg, samples, _sentences(task, samples))
+    maps, rejects = MAP_SOURCES[cfg.source](task, cfg, samples, phrases)
+    sentences, _ = MAP_SOURCES[cfg.source](task, cfg, samples, _sentences(task, samples))
     table = pa.table(
         {
             "sample_id": [c["sample_id"] for c, _ in maps],
