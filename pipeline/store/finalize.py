@@ -31,6 +31,7 @@ def finalize(store: Path, dataset: str, stages: list[str]) -> dict[str, Any]:
     The manifest is derived from the stage records alone, so a damaged one is written again."""
     manifest = expected_manifest(store, dataset, stages)
     path = store / MANIFEST
+    shards.remove_leftovers(store)  # a manifest a killed finalize never renamed (we hold the lock)
     if written_manifest(path) != manifest:
         shards.write_json(manifest, path)  # last write of a build: the store is now complete
     return manifest

@@ -81,6 +81,31 @@ def test_damage_is_named_and_the_rerun_repairs_it(
     assert tree_bytes(store) == tree_bytes(tiny_store), f"{kind} {mode}: {rel}"
 
 
+def test_temporaries_of_a_killed_writer_are_gone_after_the_rerun(
+    tmp_path: Path, tiny_root: Path, tiny_store: Path
+) -> None:
+    """A kill between a temporary's write and its rename leaves `.NAME.tmp-PID` beside the file
+    it was to become (found by the random kills of tests/e2e/test_faults.py: a build killed while
+    writing phrases' stage record): the re-run that finishes the stage, and finalize, remove it."""
+    store = tmp_path / "store"
+    copy_store(tiny_store, store)
+    record, manifest = store / "phrases" / "_stage.json", store / "manifest.json"
+    leftovers = [  # what the killed writer (pid 4242) left, its target not yet renamed in place
+        store / "phrases" / "._stage.json.tmp-4242",
+        store / "phrases" / ".part-00001.parquet.tmp-4242",
+        store / "phrases" / "rejects" / ".part-00000.parquet.tmp-4242",
+        store / ".manifest.json.tmp-4242",
+    ]
+    for leftover, source in zip(leftovers, [record, record, record, manifest], strict=True):
+        leftover.write_bytes(source.read_bytes())
+    record.unlink()
+    manifest.unlink()
+    assert validate(store)  # incomplete, never valid
+    build("synthetic", tiny_root, store, TINY_PARAMS, InProcessExecutor())
+    assert not any(p.exists() for p in leftovers)
+    assert tree_bytes(store) == tree_bytes(tiny_store)
+
+
 @pytest.mark.parametrize("mode", sorted(DAMAGE))
 def test_damaged_embedding_pack_is_named_and_encoded_again(
     tmp_path: Path, tiny_root: Path, tiny_store: Path, mode: str
