@@ -229,10 +229,6 @@ def run_stage(
     (ctx.store / "manifest.json").unlink(missing_ok=True)
     (out_dir / STAGE_RECORD).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # A writer killed between a temporary's write and its rename (a shard, the record) left it
-    # here; under the store's lock no other writer is live, so every temporary is a dead one's.
-    shards.remove_leftovers(out_dir)
-    shards.remove_leftovers(out_dir / REJECTS_DIR)
     tasks = []
     for k in range(n_shards):
         name = shards.shard_name(k)

@@ -222,7 +222,8 @@ def read_parquet(path: Path, schema: pa.Schema | None = None) -> pa.Table:
 
 
 def remove_stale(directory: Path, keep: set[str]) -> list[str]:
-    """Delete shards and temp files in `directory` that are not in `keep`; returns removed names."""
+    """Delete shards not in `keep` and every temporary (`.NAME.tmp-PID`: a killed writer's, the
+    caller holding the store's lock) in `directory`; returns the removed names."""
     removed = []
     if not directory.exists():
         return removed
@@ -230,7 +231,8 @@ def remove_stale(directory: Path, keep: set[str]) -> list[str]:
     for path in sorted(directory.iterdir()):
         stale_shard = path.match(SHARD_GLOB) and path.name not in keep
         stale_arrays = path.match("part-*.zarr") and path.name not in keep_arrays
-        if stale_shard or stale_arrays or path.name.startswith(".part-"):
+        temporary = path.name.startswith(".part-") or path.match(".*.tmp-*")
+        if stale_shard or stale_arrays or temporary:
             if path.is_dir():
                 shutil.rmtree(path)
             else:
