@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -70,6 +72,15 @@ TINY_RUN = {
     "model": {**TINY_TRAIN["model"], "dropout": 0.0},
     "curriculum": {**TINY_TRAIN["curriculum"], "ris_epochs": 0},
 }
+
+
+def bench_module(name: str) -> ModuleType:
+    """bench/<name>.py imported as a module (the bench scripts are not a package)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

@@ -222,17 +222,18 @@ def read_parquet(path: Path, schema: pa.Schema | None = None) -> pa.Table:
 
 
 def remove_stale(directory: Path, keep: set[str]) -> list[str]:
-    """Delete shards not in `keep` and every temporary (`.NAME.tmp-PID`: a killed writer's, the
-    caller holding the store's lock) in `directory`; returns the removed names."""
+    """Delete shards in `directory` that are not in `keep`, and every temporary there (a killed
+    writer's: `remove_leftovers`, the caller holding the store's lock); returns the names removed
+    besides those temporaries."""
     removed = []
     if not directory.exists():
         return removed
+    remove_leftovers(directory)
     keep_arrays = {Path(name).with_suffix(".zarr").name for name in keep}
     for path in sorted(directory.iterdir()):
         stale_shard = path.match(SHARD_GLOB) and path.name not in keep
         stale_arrays = path.match("part-*.zarr") and path.name not in keep_arrays
-        temporary = path.name.startswith(".part-") or path.match(".*.tmp-*")
-        if stale_shard or stale_arrays or temporary:
+        if stale_shard or stale_arrays or path.name.startswith(".part-"):
             if path.is_dir():
                 shutil.rmtree(path)
             else:

@@ -18,16 +18,13 @@ measurement of how much it does.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -35,7 +32,7 @@ from pipeline.core.rle import decode_rle
 from pipeline.scoring.failures import CLASSES, object_truths
 from pipeline.store.reader import LabelStore
 from pipeline.store.validate import verify_store
-from tests.helpers import REPO
+from tests.helpers import REPO, bench_module
 
 MARGIN = 3.0  # row 5's mIoU over row 1's, at least (the module docstring says why)
 
@@ -73,17 +70,8 @@ def _args(out: Path, *extra: str) -> list[str]:
             str(out.parent / "schedule.yaml"), *extra]  # fmt: skip
 
 
-def _bench(name: str) -> ModuleType:
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-
-
 def _image_shas(store: Path) -> set[str]:
-    return {sha for p in (store / "encode").glob("part-*.parquet")
-            for sha in pq.read_table(p).column("image_sha256").to_pylist()}  # fmt: skip
+    return set(LabelStore(store).table("encode").column("image_sha256").to_pylist())
 
 
 def test_row_5_beats_row_1_on_a_small_world_and_resumes(
@@ -124,7 +112,7 @@ def test_row_5_beats_row_1_on_a_small_world_and_resumes(
     _check_truth_store(out)
 
     # the re-runs in this process (the same main(), without an interpreter's start each)
-    ablation = _bench("ablation")
+    ablation = bench_module("ablation")
     caplog.set_level(logging.INFO, logger="ablation")
     cached = {p.name: p.stat().st_mtime_ns for p in (out / "results").glob("*.json")}
     assert set(cached) == {"row01-seed0.json", "row05-seed0.json"}
@@ -147,7 +135,7 @@ def test_row_5_beats_row_1_on_a_small_world_and_resumes(
 
 def _check_truth_store(out: Path) -> None:
     """label_ceiling's copy: a sound store whose train H_sem labels, and only those, are truth."""
-    copy = _bench("label_ceiling").truth_store(out)
+    copy = bench_module("label_ceiling").truth_store(out)
     verify_store(copy, rounds=False)  # sealed again: the trainer will read it
     before, after = LabelStore(out / "labels" / "synthetic"), LabelStore(copy)
     samples = after.samples().to_pydict()

@@ -5,23 +5,17 @@ list an image's objects."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import random
-import sys
 from pathlib import Path
 
 import torch
 
 from pipeline.models.frozen import build_clip
-from tests.helpers import REPO
+from tests.helpers import bench_module
 from trainer.network.clip_stages import image_stages
 
-sys.path.insert(0, str(REPO / "bench"))
-try:
-    world_clip = importlib.import_module("world_clip")
-finally:
-    sys.path.remove(str(REPO / "bench"))
+world_clip = bench_module("world_clip")
 
 
 def test_pretrained_checkpoint_loads_and_trained_at_the_trainers_grid(tmp_path: Path) -> None:

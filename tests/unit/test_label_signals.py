@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import numpy as np
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import bench_module
 
-sys.path.insert(0, str(REPO / "bench"))
-try:
-    signals = importlib.import_module("label_signals")
-finally:
-    sys.path.remove(str(REPO / "bench"))
+signals = bench_module("label_signals")
 
 
 def test_auc_ranks_positives_over_negatives_with_ties_half() -> None:
