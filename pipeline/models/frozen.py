@@ -27,6 +27,7 @@ from torch import nn
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.hashing import sha256_file
+from pipeline.models.runtime import keep_freed_memory
 from pipeline.models.weights import RANDOM_INIT, load_error, load_tensors
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 
 def _freeze(model: nn.Module) -> nn.Module:
+    keep_freed_memory()  # the frozen models' CPU work, and the trainer's after it
     model.eval()
     model.requires_grad_(False)
     return model

@@ -1,14 +1,26 @@
-"""Where and how the frozen models run: device choice, autocast, CPU thread determinism."""
+"""Where and how the frozen models run: device choice, autocast, CPU thread determinism, and
+glibc's malloc kept from returning the models' freed memory to the OS."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import logging
+import os
+import sys
 from collections.abc import Iterator
 
 import torch
 
 from pipeline.core.errors import ConfigError
 from pipeline.models.options import DEVICES
+
+log = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>
+KEEP_BYTES = 1 << 30  # blocks up to this size come from the heap; free memory up to it stays
+MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -47,3 +59,33 @@ def reproducible_threads(minimum: int = 2) -> Iterator[None]:
     finally:
         if before < minimum:
             torch.set_num_threads(before)
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Keep freed CPU tensors' memory in the process for reuse (glibc); whether it was applied.
+
+    glibc's malloc serves every block over its mmap threshold (at most 32 MiB by default) with a
+    fresh mmap and unmaps it on free, and trims the heap's free top above 128 KiB. CPU tensors
+    of SAM at 1024 px are such blocks, so each encode page-faults all of its memory in again,
+    zero-filled by the kernel: on the 2-core dev machine one vit_t image encode took 2.2 s, 1.75
+    s of it system time (540,000 minor faults). With blocks up to KEEP_BYTES on the heap and no
+    trim below it, the same encode takes 0.95 s with no faults (bench/malloc_speed.py). The
+    price is that a process keeps its peak heap (plus at most KEEP_BYTES of free top) until it
+    exits. Values are unchanged (PyTorch aligns every CPU block to 64 bytes either way).
+
+    A no-op off Linux / glibc, with PPT_KEEP_FREED_MEMORY=0, and where the user set any of
+    MALLOC_ENV (theirs win). Called when a frozen model is built (pipeline.models.frozen).
+    """
+    if os.environ.get("PPT_KEEP_FREED_MEMORY") == "0" or sys.platform != "linux":
+        return False
+    if any(name in os.environ for name in MALLOC_ENV):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    applied = all(mallopt(key, KEEP_BYTES) == 1 for key in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD))
+    log.debug("malloc keeps freed blocks up to %d bytes: %s", KEEP_BYTES, applied)
+    return applied
