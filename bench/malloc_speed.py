@@ -19,7 +19,6 @@ CPU timings on a shared machine move with its load: compare the numbers of one r
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -27,10 +26,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
+from scale import run_child
+
+from pipeline.core.hashing import sha256_file, sha256_tree
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("ppt-labels"))
@@ -50,36 +51,18 @@ TRAIN = {
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run `cmd`; its wall time and its own rusage (CPU seconds, minor faults, peak RSS)."""
-    start = time.perf_counter()
-    child = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    stderr = child.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(child.pid, 0)  # reaped here, so the rusage is this child's
-    child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if child.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr.decode()[-3000:]}")
-    stages = {m[1]: float(m[2]) for m in map(STAGE_LINE.search, stderr.decode().splitlines()) if m}
+    """Run `cmd`; its wall time, its own rusage (CPU seconds, minor faults, peak RSS) and the
+    seconds of each stage its log reports."""
+    wall, usage, stderr = run_child(cmd, REPO, {**os.environ, **env})
+    stages = {m[1]: float(m[2]) for m in map(STAGE_LINE.search, stderr.splitlines()) if m}
     return {"wall_s": wall, "user_s": usage.ru_utime, "sys_s": usage.ru_stime,
             "minor_faults": usage.ru_minflt, "peak_rss_mb": usage.ru_maxrss / 1024,
             **{f"{stage}_s": seconds for stage, seconds in stages.items()}}  # fmt: skip
 
 
-def without_times(value: object) -> object:
-    """A metrics.json's content less its wall-clock entries (keys ending in _s)."""
-    if isinstance(value, dict):
-        return {k: without_times(v) for k, v in value.items() if not k.endswith("_s")}
-    return value
-
-
-def digest(root: Path, skip: tuple[str, ...] = ()) -> str:
-    """sha256 over every file under `root` (relative path and bytes), `skip` names left out."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name not in skip:
-            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
+def tree_digest(root: Path, skip: tuple[str, ...] = ()) -> str:
+    """`sha256_tree` of `root` with the contents of files named in `skip` left out."""
+    return sha256_tree(root, lambda p: "" if p.name in skip else sha256_file(p))
 
 
 def main() -> None:
@@ -122,10 +105,10 @@ def main() -> None:
                 results.setdefault(name, {}).setdefault(mode, []).append(got)
                 print(f"round {r} {name:5s} {mode:7s} " + ", ".join(
                     f"{k} {v:.6g}" for k, v in got.items()), flush=True)  # fmt: skip
-            metrics = without_times(json.loads((run / "metrics.json").read_text()))
+            metrics = {**json.loads((run / "metrics.json").read_text()), "wall_s": 0}
             outputs = {
-                "build": digest(where / "labels", skip=("manifest.json",)),
-                "train": digest(run, skip=("last.pt", "metrics.json")) + str(metrics),
+                "build": tree_digest(where / "labels", skip=("manifest.json",)),
+                "train": tree_digest(run, skip=("last.pt", "metrics.json")) + str(metrics),
             }
             for name, value in outputs.items():
                 digests.setdefault(name, {}).setdefault(mode, set()).add(value)

@@ -51,18 +51,19 @@ CPU_STAGES = ("ingest", "phrases", "split")
 TABLES = {"ingest": "samples", "phrases": "phrases", "split": "split"}
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:
-    """(wall s, peak RSS bytes, stderr tail) of one child process; raises on failure."""
+def run_child(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, Any, str]:
+    """(wall s, the child's own rusage from wait4, its stderr) of one child process; raises on
+    failure. Peak RSS in bytes: `rusage.ru_maxrss * 1024`."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         err.seek(0)
-        tail = err.read().decode(errors="replace")[-2000:]
+        stderr = err.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{tail}")
-    return wall, usage.ru_maxrss * 1024, tail
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{stderr[-2000:]}")
+    return wall, usage, stderr
 
 
 def _files(path: Path) -> tuple[int, int]:
@@ -78,7 +79,8 @@ def measure_tree(tree: Path, data: Path, store: Path, stages: tuple[str, ...]) -
     common += ["--params", str(tree / "params.yaml")]
     out: dict[str, Any] = {"stages": {}, "noop": {}}
     for name in stages:
-        wall, rss, _ = _run([*stage_cmd, name, *common], tree, env)
+        wall, usage, _ = run_child([*stage_cmd, name, *common], tree, env)
+        rss = usage.ru_maxrss * 1024
         files, size = _files(store / TABLES[name])
         record = json.loads((store / TABLES[name] / "_stage.json").read_text())
         shards = len(record["shards"])
@@ -88,7 +90,8 @@ def measure_tree(tree: Path, data: Path, store: Path, stages: tuple[str, ...]) -
         print(f"  {name}: {wall:.1f} s, peak RSS {rss / 2**20:.0f} MB, {files} files "
               f"({shards} shards, {record['rows']} rows)", flush=True)  # fmt: skip
     for name in stages:
-        wall, rss, _ = _run([*stage_cmd, name, *common], tree, env)
+        wall, usage, _ = run_child([*stage_cmd, name, *common], tree, env)
+        rss = usage.ru_maxrss * 1024
         out["noop"][name] = {"wall_s": round(wall, 2), "peak_rss_mb": round(rss / 2**20)}
         print(f"  {name} no-op: {wall:.1f} s, peak RSS {rss / 2**20:.0f} MB", flush=True)
     return out
@@ -129,8 +132,9 @@ def label_store_layout(tree: Path, store: Path) -> dict[str, Any]:
            "refcoco", "--data-root", str(REFER_SAMPLE), "--out", str(store), "--params",
            str(tree / "params.yaml"), "--relevance", "gt-mask", "--sam-checkpoint",
            str(SAM_VIT_T)]  # fmt: skip
-    wall, rss, _ = _run(cmd, tree, env)
-    return {"wall_s": round(wall, 1), "peak_rss_mb": round(rss / 2**20), **describe_store(store)}
+    wall, usage, _ = run_child(cmd, tree, env)
+    return {"wall_s": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 2**10),
+            **describe_store(store)}  # fmt: skip
 
 
 def describe_store(store: Path) -> dict[str, Any]:

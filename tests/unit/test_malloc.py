@@ -34,7 +34,7 @@ def _faults(code: str) -> int:
 def test_freed_blocks_are_reused_and_the_user_can_opt_out(monkeypatch: pytest.MonkeyPatch) -> None:
     assert keep_freed_memory()  # glibc here; a frozen model's build has called it already
     kept = _faults(LOOP)
-    # the same loop in a fresh interpreter on glibc's defaults: every array mmapped anew
+    # the same loop in a fresh interpreter on glibc's defaults: every block mmapped anew
     fresh = f"import resource\n{LOOP}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)"
     default = int(subprocess.run([sys.executable, "-c", fresh], capture_output=True, text=True,
                                  check=True).stdout)  # fmt: skip
